@@ -1,0 +1,1 @@
+"""llmmesh: generated gRPC contracts and the runtime every llmmesh service shares."""
