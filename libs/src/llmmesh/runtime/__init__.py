@@ -1,0 +1,1 @@
+"""The runtime every llmmesh service shares: server bootstrap, settings, logging, errors."""

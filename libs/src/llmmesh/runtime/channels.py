@@ -1,0 +1,68 @@
+"""Client channels between services: keepalive, and round-robin over every DNS address.
+
+A target such as `ratelimiter:50052` resolves through the dns resolver to all replicas
+(a headless Service in Kubernetes), and calls are spread over them round-robin.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+HEALTH_CHECK_TIMEOUT_S = 1.0
+
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def dns_target(address: str) -> str:
+    """`host:port` as a dns-resolver target; targets with a scheme are kept as they are."""
+    return address if "://" in address or address.startswith("unix:") else f"dns:///{address}"
+
+
+def open_channel(
+    address: str,
+    *,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """An insecure channel to a peer service (the mesh runs inside a trusted network)."""
+    options = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Retries are the router's decision, made with the caller's deadline in view.
+        ("grpc.enable_retries", 0),
+    ]
+    return grpc.aio.insecure_channel(
+        dns_target(address), options=options, interceptors=list(interceptors) or None
+    )
+
+
+# Servers accept the clients' keepalive pings at the rate above.
+SERVER_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+async def is_serving(channel: grpc.aio.Channel, service: str = "") -> bool:
+    """True when the peer's grpc.health.v1 answers SERVING within a second."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        response = await stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=HEALTH_CHECK_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

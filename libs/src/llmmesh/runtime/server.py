@@ -1,0 +1,180 @@
+"""The grpc.aio server bootstrap every service runs: health, reflection, drain, reload.
+
+Lifecycle: start serving; probe dependencies and keep grpc.health.v1 in step with them;
+on SIGHUP re-read the policy; on SIGTERM or SIGINT report NOT_SERVING, wait the drain
+delay, stop accepting, let in-flight RPCs (streams included) finish within the grace
+period, close dependencies and return, so the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from llmmesh.policy import PolicyError, read_policy_document
+from llmmesh.runtime.channels import SERVER_KEEPALIVE_OPTIONS
+from llmmesh.runtime.interceptors import RichErrorInterceptor
+from llmmesh.runtime.settings import ServiceSettings
+from llmmesh.runtime.wiring import Wiring
+
+log = structlog.get_logger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+DEPENDENCY_CHECK_TIMEOUT_S = 2.0
+
+AddServicer = Callable[[Any, grpc.aio.Server], None]
+
+
+class ServiceHost:
+    """Runs one service's servicer until a termination signal drains it."""
+
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        settings: ServiceSettings,
+        wiring: Wiring,
+        add_servicer: AddServicer,
+    ) -> None:
+        self._service_name = service_name
+        self._settings = settings
+        self._wiring = wiring
+        self._add_servicer = add_servicer
+        self._health = health.aio.HealthServicer()
+        self._stop_requested = asyncio.Event()
+        self._serving_status = NOT_SERVING
+        self._draining = False
+        self.port = 0
+
+    async def run(self) -> None:
+        server = self._build_server()
+        self.port = server.add_insecure_port(
+            f"{self._settings.listen_host}:{self._settings.port}"
+        )
+        await server.start()
+        await self._probe_dependencies()
+        log.info("serving", port=self.port, grpc_service=self._service_name)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
+        monitor = asyncio.create_task(self._monitor_dependencies())
+        try:
+            await self._stop_requested.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+            await self._drain(server)
+
+    def request_stop(self) -> None:
+        """Starts the drain, as SIGTERM does (for hosts that embed the service)."""
+        self._stop_requested.set()
+
+    def _build_server(self) -> grpc.aio.Server:
+        max_bytes = self._settings.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[RichErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+                *SERVER_KEEPALIVE_OPTIONS,
+            ],
+        )
+        self._add_servicer(self._wiring.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [self._service_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        return server
+
+    async def _drain(self, server: grpc.aio.Server) -> None:
+        self._draining = True
+        log.info("draining", grace_period_s=self._settings.grace_period_s)
+        await self._health.enter_graceful_shutdown()
+        if self._settings.drain_delay_s:
+            await asyncio.sleep(self._settings.drain_delay_s)
+        await server.stop(self._settings.grace_period_s)
+        for close in self._wiring.closers:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - one failing closer must not skip the rest
+                log.exception("close_failed")
+        log.info("stopped")
+
+    async def _monitor_dependencies(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.health_probe_interval_s)
+            await self._probe_dependencies()
+
+    async def _probe_dependencies(self) -> None:
+        if self._draining:
+            return
+        healthy = True
+        for check in self._wiring.dependency_checks:
+            try:
+                healthy = await asyncio.wait_for(check(), DEPENDENCY_CHECK_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - a check that fails means unhealthy
+                healthy = False
+            if not healthy:
+                break
+        status = SERVING if healthy else NOT_SERVING
+        if status != self._serving_status:
+            log.info("health_changed", serving=healthy)
+            self._serving_status = status
+            await self._health.set("", status)
+            await self._health.set(self._service_name, status)
+
+    def _reload_policy(self) -> None:
+        try:
+            document = read_policy_document(self._settings.policy_file)
+            for reload in self._wiring.reloaders:
+                reload(document)
+        except PolicyError as error:
+            log.error("policy_reload_rejected", error=str(error))
+            return
+        log.info("policy_reloaded")
+
+
+def run_service(
+    *,
+    service_name: str,
+    settings: ServiceSettings,
+    build: Callable[[], Any],
+    add_servicer: AddServicer,
+) -> None:
+    """Entry point body of every service: builds its wiring inside the loop and serves.
+
+    `build` is a coroutine function returning the service's Wiring.
+    """
+
+    async def main() -> None:
+        wiring: Wiring = await build()
+        await ServiceHost(
+            service_name=service_name,
+            settings=settings,
+            wiring=wiring,
+            add_servicer=add_servicer,
+        ).run()
+
+    if settings.use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+    else:
+        asyncio.run(main())

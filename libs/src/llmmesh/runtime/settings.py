@@ -1,0 +1,46 @@
+"""Typed settings from environment variables, one class per service.
+
+Each service's variables carry its own prefix (`LLMMESH_ROUTER_PORT`, ...) so one
+environment can configure all four; a few values are shared by every service and read
+without the service prefix (`LLMMESH_POLICY_FILE`, `LLMMESH_LOG_LEVEL`, `LLMMESH_REDIS_URL`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def shared(name: str) -> pydantic.AliasChoices:
+    """Reads a setting from `LLMMESH_<NAME>`, whatever the service's prefix."""
+    return pydantic.AliasChoices(f"llmmesh_{name.lower()}")
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs to serve gRPC; subclasses set the prefix and the port."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMMESH_", extra="ignore", frozen=True)
+
+    listen_host: str = "0.0.0.0"
+    port: int = pydantic.Field(default=0, ge=0, le=65535)
+    # How long in-flight streams may run on after SIGTERM before they are cancelled.
+    grace_period_s: float = pydantic.Field(default=20.0, ge=0)
+    # How long health reports NOT_SERVING before the server stops accepting, so load
+    # balancers can route new calls elsewhere first.
+    drain_delay_s: float = pydantic.Field(default=0.0, ge=0)
+    # How often dependencies (Redis, peers) are probed for health.
+    health_probe_interval_s: float = pydantic.Field(default=1.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = pydantic.Field(
+        default="info", validation_alias=shared("LOG_LEVEL")
+    )
+    # The YAML policy file; empty means the embedded default policy.
+    policy_file: str = pydantic.Field(default="", validation_alias=shared("POLICY_FILE"))
+    max_message_bytes: int = pydantic.Field(default=16 * 1024 * 1024, gt=0)
+    # Serve with uvloop's event loop where it is installed.
+    use_uvloop: bool = True
+
+    @property
+    def listen_address(self) -> str:
+        return f"{self.listen_host}:{self.port}"

@@ -1,0 +1,24 @@
+"""What a service's composition root hands to the shared server bootstrap."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+DependencyCheck = Callable[[], Awaitable[bool]]
+Closer = Callable[[], Awaitable[None]]
+PolicyReloader = Callable[[dict[str, Any]], None]
+
+
+@dataclasses.dataclass
+class Wiring:
+    """A built servicer plus what the bootstrap must watch, reload and close for it."""
+
+    servicer: Any
+    # Each returns True while the dependency (Redis, a peer) answers; health follows them.
+    dependency_checks: list[DependencyCheck] = dataclasses.field(default_factory=list)
+    # Run after the server stopped, in order.
+    closers: list[Closer] = dataclasses.field(default_factory=list)
+    # Receive a freshly read policy document on SIGHUP.
+    reloaders: list[PolicyReloader] = dataclasses.field(default_factory=list)
