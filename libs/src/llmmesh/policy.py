@@ -80,9 +80,7 @@ def parse_section(document: dict[str, Any], model: type[ModelT], *sections: str)
     try:
         return model.model_validate(subset)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{_dotted(error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        problems = "; ".join(f"{_dotted(error['loc'])}: {error['msg']}" for error in exc.errors())
         raise PolicyError(f"invalid policy: {problems}") from exc
 
 

@@ -153,7 +153,7 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     message = error.details() if hasattr(error, "details") else str(error)
     result = ErrorDetails(code=code, message=message or "")
-    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None  # type: ignore[arg-type]
+    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
     if status is None:
         return result
     fields: dict[str, object] = {}

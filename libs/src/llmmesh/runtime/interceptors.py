@@ -35,7 +35,7 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callabl
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as error:  # noqa: BLE001 - every error must leave as a status
+        except Exception as error:
             await _abort_for(context, error, method)
 
     return handle
@@ -48,7 +48,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Ca
                 yield response
         except grpc.aio.AbortError:
             raise
-        except Exception as error:  # noqa: BLE001 - every error must leave as a status
+        except Exception as error:
             await _abort_for(context, error, method)
 
     return handle

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pydantic
 import structlog
@@ -46,7 +46,7 @@ def launch(
         try:
             return await build(settings, document)
         except PolicyError as error:
-            _fail(f"llmmesh-{service}: {error}")
+            return _fail(f"llmmesh-{service}: {error}")
 
     run_service(
         service_name=grpc_service_name,
@@ -56,7 +56,7 @@ def launch(
     )
 
 
-def _fail(message: str) -> Any:
+def _fail(message: str) -> NoReturn:
     structlog.get_logger(__name__).error("startup_failed", error=message)
     print(message, file=sys.stderr)
     raise SystemExit(EXIT_BAD_CONFIGURATION)

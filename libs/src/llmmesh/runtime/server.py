@@ -58,9 +58,7 @@ class ServiceHost:
 
     async def run(self) -> None:
         server = self._build_server()
-        self.port = server.add_insecure_port(
-            f"{self._settings.listen_host}:{self._settings.port}"
-        )
+        self.port = server.add_insecure_port(f"{self._settings.listen_host}:{self._settings.port}")
         await server.start()
         await self._probe_dependencies()
         log.info("serving", port=self.port, grpc_service=self._service_name)
@@ -110,7 +108,7 @@ class ServiceHost:
         for close in self._wiring.closers:
             try:
                 await close()
-            except Exception:  # noqa: BLE001 - one failing closer must not skip the rest
+            except Exception:
                 log.exception("close_failed")
         log.info("stopped")
 
@@ -126,7 +124,7 @@ class ServiceHost:
         for check in self._wiring.dependency_checks:
             try:
                 healthy = await asyncio.wait_for(check(), DEPENDENCY_CHECK_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - a check that fails means unhealthy
+            except Exception:
                 healthy = False
             if not healthy:
                 break

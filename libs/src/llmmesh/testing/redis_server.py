@@ -49,9 +49,7 @@ class RedisServer:
             "--save", "", "--appendonly", "no", "--dir", str(self._workdir),
             *self._extra_args,
         ]  # fmt: skip
-        self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_answering()
 
     def stop(self) -> None:
@@ -79,7 +77,7 @@ class RedisServer:
                     return
                 except redis.ConnectionError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on {self.port}")
+                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
                     time.sleep(0.05)
         finally:
             client.close()
@@ -119,7 +117,7 @@ class RedisCluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         client = redis.Redis(host="127.0.0.1", port=self.nodes[0].port)
         try:
-            while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+            while _cluster_state(client) != "ok":
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis cluster did not reach cluster_state:ok")
                 time.sleep(0.1)
@@ -145,3 +143,8 @@ def running_redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def _cluster_state(client: redis.Redis) -> str:
+    info: dict[str, str] = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+    return info.get("cluster_state", "")

@@ -1,0 +1,158 @@
+"""`llmmesh`: run the mesh locally, chat through it, and check its health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import grpc
+import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmmesh.common.v1 import caching_pb2, chat_pb2
+from llmmesh.mesh import DEFAULT_PORTS, SERVICES, Mesh
+from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
+from llmmesh.runtime.errors import error_details
+
+DEV_API_KEY = "llmmesh-dev-key"
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+ApiKey = Annotated[str, typer.Option(envvar="LLMMESH_API_KEY", help="API key sent to the router.")]
+Router = Annotated[str, typer.Option(envvar="LLMMESH_ROUTER", help="Router address (host:port).")]
+
+
+@app.command()
+def up(
+    chat: Annotated[
+        str | None, typer.Option(help="Once the mesh serves, stream an answer to this prompt.")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Policy YAML file; default: the embedded policy.")
+    ] = None,
+    api_key: ApiKey = DEV_API_KEY,
+) -> None:
+    """Start router, ratelimiter, cache and provider as local processes; Ctrl-C stops them."""
+    env = dict(os.environ)
+    if policy:
+        env["LLMMESH_POLICY_FILE"] = policy
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    mesh = Mesh(DEFAULT_PORTS, env)
+    try:
+        mesh.start()
+        for service in SERVICES:
+            typer.echo(f"{service:<12} serving on {mesh.processes[service].address}", err=True)
+        if chat:
+            _stream_chat(mesh.router_address, api_key, chat, model="auto", max_tokens=0)
+        typer.echo('mesh is up; try: llmmesh chat "hello"   (Ctrl-C stops it)', err=True)
+        stop.wait()
+    finally:
+        typer.echo("stopping...", err=True)
+        codes = mesh.stop()
+    failed = {service: code for service, code in codes.items() if code != 0}
+    if failed:
+        typer.echo(f"services exited uncleanly: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    model: Annotated[str, typer.Option(help='Catalog model name or "auto".')] = "auto",
+    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Answer length bound; 0 = default.")] = 0,
+    no_cache: Annotated[bool, typer.Option(help="Bypass the cache.")] = False,
+    router: Router = f"127.0.0.1:{DEFAULT_PORTS['router']}",
+    api_key: ApiKey = DEV_API_KEY,
+) -> None:
+    """Stream an answer through the router to the terminal."""
+    _stream_chat(router, api_key, prompt, model=model, max_tokens=max_tokens,
+                 system=system, no_cache=no_cache)  # fmt: skip
+
+
+@app.command()
+def health(
+    router: Annotated[int, typer.Option(help="Router port.")] = DEFAULT_PORTS["router"],
+    ratelimiter: Annotated[int, typer.Option(help="Ratelimiter port.")] = DEFAULT_PORTS[
+        "ratelimiter"
+    ],
+    cache: Annotated[int, typer.Option(help="Cache port.")] = DEFAULT_PORTS["cache"],
+    provider: Annotated[int, typer.Option(help="Provider port.")] = DEFAULT_PORTS["provider"],
+    host: Annotated[str, typer.Option(help="Host the services run on.")] = "127.0.0.1",
+) -> None:
+    """Show each service's grpc.health.v1 status; exit 1 unless all are SERVING."""
+    ports = {"router": router, "ratelimiter": ratelimiter, "cache": cache, "provider": provider}
+    all_serving = True
+    for service, port in ports.items():
+        status = _health_status(f"{host}:{port}")
+        all_serving &= status == "SERVING"
+        typer.echo(f"{service:<12} {host}:{port:<6} {status}")
+    if not all_serving:
+        raise typer.Exit(1)
+
+
+def _health_status(address: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2.0
+            )
+        except grpc.RpcError as error:
+            return f"UNREACHABLE ({error.code().name})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def _stream_chat(
+    router: str,
+    api_key: str,
+    prompt: str,
+    *,
+    model: str,
+    max_tokens: int,
+    system: str | None = None,
+    no_cache: bool = False,
+) -> None:
+    messages = []
+    if system:
+        messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_SYSTEM, content=system))
+    messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=prompt))
+    request = router_service_pb2.StreamCompleteRequest(
+        model=model,
+        messages=messages,
+        parameters=chat_pb2.GenerationParameters(max_tokens=max_tokens),
+        cache=router_pb2.CacheControl(
+            mode=caching_pb2.CACHE_MODE_BYPASS if no_cache else caching_pb2.CACHE_MODE_UNSPECIFIED
+        ),
+    )
+    with grpc.insecure_channel(router) as channel:
+        stub = router_service_pb2_grpc.RouterServiceStub(channel)
+        try:
+            for event in stub.StreamComplete(
+                request, metadata=[("authorization", f"Bearer {api_key}")], timeout=120
+            ):
+                if event.HasField("delta"):
+                    sys.stdout.write(event.delta.text)
+                    sys.stdout.flush()
+                else:
+                    _print_summary(event.summary)
+        except grpc.RpcError as error:
+            details = error_details(error)
+            sys.stdout.write("\n")
+            typer.echo(f"error: {details.code.name} {details.reason}: {details.message}", err=True)
+            raise typer.Exit(1) from None
+
+
+def _print_summary(summary: router_pb2.CompletionSummary) -> None:
+    sys.stdout.write("\n")
+    cache = caching_pb2.CacheStatus.Name(summary.cache_status).removeprefix("CACHE_STATUS_")
+    typer.echo(
+        f"[{summary.model} via {summary.provider} · cache {cache.lower()} · "
+        f"{summary.usage.input_tokens}+{summary.usage.output_tokens} tokens · "
+        f"${summary.cost_usd:.6f} · request {summary.request_id}]",
+        err=True,
+    )

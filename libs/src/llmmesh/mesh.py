@@ -1,0 +1,133 @@
+"""Runs the four services as separate local processes, as `llmmesh up` and tests do.
+
+Each service is its own `python -m llmmesh_<service>` process on its own port, wired to
+the others over real gRPC on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICES = ("provider", "ratelimiter", "cache", "router")
+DEFAULT_PORTS = {"router": 50051, "ratelimiter": 50052, "cache": 50053, "provider": 50054}
+HEALTH_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclasses.dataclass
+class MeshProcess:
+    service: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def mesh_environment(ports: Mapping[str, int], base: Mapping[str, str]) -> dict[str, str]:
+    """The environment that points every service at its port and the router at its peers."""
+    env = dict(base)
+    for service, port in ports.items():
+        env[f"LLMMESH_{service.upper()}_PORT"] = str(port)
+        env.setdefault(f"LLMMESH_{service.upper()}_LISTEN_HOST", "127.0.0.1")
+    for peer in ("ratelimiter", "cache", "provider"):
+        env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = f"127.0.0.1:{ports[peer]}"
+    env["LLMMESH_CACHE_PROVIDER_ADDRESS"] = f"127.0.0.1:{ports['provider']}"
+    return env
+
+
+class Mesh:
+    """The four service processes; start() waits until each reports SERVING."""
+
+    def __init__(
+        self,
+        ports: Mapping[str, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        log_to: IO[bytes] | int | None = None,
+    ) -> None:
+        self.ports = dict(ports or DEFAULT_PORTS)
+        self._env = mesh_environment(self.ports, env if env is not None else os.environ)
+        self._log_to = log_to
+        self.processes: dict[str, MeshProcess] = {}
+
+    @property
+    def router_address(self) -> str:
+        return f"127.0.0.1:{self.ports['router']}"
+
+    def start(self) -> None:
+        for service in SERVICES:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"llmmesh_{service}"],
+                env=self._env,
+                stdout=self._log_to,
+                stderr=self._log_to,
+            )
+            self.processes[service] = MeshProcess(service, self.ports[service], process)
+        try:
+            for service in SERVICES:
+                self.wait_serving(service)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_serving(self, service: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        member = self.processes[service]
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(member.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if member.process.poll() is not None:
+                    raise RuntimeError(
+                        f"llmmesh-{service} exited with code {member.process.returncode}"
+                    )
+                with contextlib.suppress(grpc.RpcError):
+                    response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"llmmesh-{service} did not report SERVING in time")
+                time.sleep(0.05)
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to every service (the router first, so it drains before its peers)."""
+        codes: dict[str, int] = {}
+        for service in reversed(SERVICES):
+            member = self.processes.get(service)
+            if member is not None and member.process.poll() is None:
+                member.process.send_signal(signal.SIGTERM)
+        for service in reversed(SERVICES):
+            member = self.processes.get(service)
+            if member is None:
+                continue
+            try:
+                codes[service] = member.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                member.process.kill()
+                codes[service] = member.process.wait()
+        return codes
+
+
+@contextlib.contextmanager
+def running_mesh(
+    ports: Mapping[str, int] | None = None,
+    env: Mapping[str, str] | None = None,
+    log_to: IO[bytes] | int | None = None,
+) -> Iterator[Mesh]:
+    mesh = Mesh(ports, env, log_to)
+    mesh.start()
+    try:
+        yield mesh
+    finally:
+        mesh.stop()

@@ -1,0 +1,1 @@
+"""llmmesh router: the front door of the mesh."""

@@ -1,0 +1,370 @@
+"""One completion from admission to settlement: the router's request pipeline.
+
+validate -> route (model chain) -> reserve quota -> cache lookup -> generate down the
+chain (shared with identical requests in flight) -> store -> settle. A reservation is
+always settled with what was used or released when nothing ran, cancellation included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+
+import grpc
+import grpc.aio
+import structlog
+
+from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
+from llmmesh.common.v1 import caching_pb2, chat_pb2
+from llmmesh.policy import Tenant
+from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2
+from llmmesh.router.v1 import router_pb2, router_service_pb2
+from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
+from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
+from llmmesh_router.breaker import BreakerRegistry
+from llmmesh_router.classifiers import Classifier
+from llmmesh_router.coalescing import Coalescer
+from llmmesh_router.deadline import Deadline
+from llmmesh_router.peers import Peers, peer_failure
+from llmmesh_router.policy import AUTO_MODEL, RouterPolicy
+from llmmesh_router.quota import denial_failure
+from llmmesh_router.routing import PRIORITY_NAMES, RouteDecision, choose_chain
+from llmmesh_router.settings import RouterSettings
+from llmmesh_router.tokens import estimate_prompt_tokens, estimate_text_tokens
+from llmmesh_router.validation import CompletionRequest, find_violations
+
+log = structlog.get_logger(__name__)
+
+Event = router_service_pb2.StreamCompleteResponse
+HIT_STATUSES = (caching_pb2.CACHE_STATUS_EXACT, caching_pb2.CACHE_STATUS_SEMANTIC)
+
+
+class CompletionPipeline:
+    def __init__(
+        self,
+        policy: RouterPolicy,
+        peers: Peers,
+        settings: RouterSettings,
+        breakers: BreakerRegistry,
+        classifier: Classifier,
+    ) -> None:
+        self._policy = policy
+        self._peers = peers
+        self._settings = settings
+        self._breakers = breakers
+        self._classifier = classifier
+        self._runner = ChainRunner(peers.provider, breakers, lambda: self._policy)
+        self._coalescer: Coalescer[GenerationEvent] = Coalescer()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def replace_policy(self, policy: RouterPolicy) -> None:
+        self._policy = policy
+
+    async def stream(
+        self,
+        request: CompletionRequest,
+        tenant: Tenant,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[Event]:
+        violations = find_violations(request, max_prompt_bytes=self._settings.max_prompt_bytes)
+        if violations:
+            raise invalid_argument(violations)
+        deadline = Deadline.from_context(context, self._settings.default_timeout_s)
+        request_id = uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id, tenant=tenant.name)
+        parameters = self._effective_parameters(request.parameters)
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        decision = await self._route(request, prompt_tokens + parameters.max_tokens, deadline)
+        reserved_model = decision.chain[0].name if decision.chain else request.model
+        reservation_id = await self._reserve(
+            tenant, reserved_model, prompt_tokens + parameters.max_tokens, request_id, deadline
+        )
+        scope = cache_pb2.CacheScope(
+            tenant=tenant.name, model=request.model, messages=request.messages,
+            parameters=parameters,
+        )  # fmt: skip
+        settlement: Awaitable[None] | None = None
+        streamed_chars = 0
+        try:
+            hit = await self._lookup(scope, request.cache, deadline)
+            if hit is not None:
+                async for event in self._replay(hit, request_id, degraded=False):
+                    yield event
+                settlement = self._settle(reservation_id, 0)
+                return
+            if not decision.chain:
+                failure = RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "every model for this request has an open circuit: "
+                    + ", ".join(decision.skipped_for_circuit),
+                    reason="NO_MODEL_AVAILABLE",
+                    metadata={"skipped": ",".join(decision.skipped_for_circuit)},
+                )
+                async for event in self._degraded_or_raise(failure, scope, request_id, deadline):
+                    yield event
+                settlement = self._settle(reservation_id, 0)
+                return
+            chain = decision.chain
+
+            def produce() -> AsyncIterator[GenerationEvent]:
+                return self._runner.run(chain, list(request.messages), parameters, deadline)
+
+            flight = (
+                self._coalescer.stream(_coalescing_key(scope, request), produce)
+                if _coalescable(request)
+                else _as_own(produce())
+            )
+            chunks: list[str] = []
+            try:
+                async for generated, started_here in flight:
+                    if isinstance(generated, Delta):
+                        chunks.append(generated.text)
+                        streamed_chars += len(generated.text)
+                        yield Event(delta=chat_pb2.TextDelta(text=generated.text))
+                        continue
+                    yield Event(summary=self._summary(generated, request, request_id))
+                    usage = generated.summary.usage
+                    # A caller that joined another's flight cost nothing upstream.
+                    used = usage.input_tokens + usage.output_tokens if started_here else 0
+                    settlement = self._settle(reservation_id, used)
+                    if started_here and request.cache.mode != caching_pb2.CACHE_MODE_BYPASS:
+                        self._in_background(self._store(scope, chunks, generated, request.cache))
+            except AllModelsFailed as failure:
+                async for event in self._degraded_or_raise(failure, scope, request_id, deadline):
+                    yield event
+                settlement = self._settle(reservation_id, 0)
+        finally:
+            if settlement is None:
+                # Failed or cancelled: what was streamed was paid for upstream; a request
+                # that produced nothing is released. Done in the background so a
+                # cancelled caller is not kept waiting.
+                if streamed_chars:
+                    used = prompt_tokens + estimate_text_tokens(streamed_chars)
+                    settlement = self._settle(reservation_id, used)
+                else:
+                    settlement = self._release(reservation_id)
+            self._in_background(settlement)
+
+    async def aclose(self) -> None:
+        """Waits for the stores and settlements still under way (on shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _route(
+        self, request: CompletionRequest, needed_tokens: int, deadline: Deadline
+    ) -> RouteDecision:
+        policy = self._policy
+        if request.model != AUTO_MODEL and policy.model(request.model) is None:
+            known = ", ".join([AUTO_MODEL, *(m.name for m in policy.models)])
+            raise invalid_argument(
+                [FieldViolation("model", f"unknown model {request.model!r}; known: {known}")]
+            )
+        priority = PRIORITY_NAMES.get(request.priority, policy.routing.default_priority)
+        complexity = (
+            await self._classifier.classify(list(request.messages), deadline)
+            if request.model == AUTO_MODEL
+            else None
+        )
+        decision = choose_chain(
+            policy,
+            requested_model=request.model,
+            priority=priority,
+            complexity=complexity,
+            needed_tokens=needed_tokens,
+            circuit_open=lambda m: self._breakers.get(m.provider, m.upstream_model).is_open(),
+        )
+        if not decision.chain and not decision.skipped_for_circuit:
+            largest = max(m.context_window for m in policy.models)
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request needs about {needed_tokens} tokens (prompt plus max_tokens); "
+                f"the largest context window available is {largest}",
+                reason="CONTEXT_LENGTH_EXCEEDED",
+                field_violations=[FieldViolation("messages", "too long for every model")],
+            )
+        log.info(
+            "route",
+            priority=decision.priority,
+            complexity=decision.complexity.name.lower() if decision.complexity else None,
+            chain=[m.name for m in decision.chain],
+            skipped_for_circuit=list(decision.skipped_for_circuit),
+        )
+        return decision
+
+    def _effective_parameters(
+        self, parameters: chat_pb2.GenerationParameters
+    ) -> chat_pb2.GenerationParameters:
+        effective = chat_pb2.GenerationParameters()
+        effective.CopyFrom(parameters)
+        if effective.max_tokens == 0:
+            effective.max_tokens = self._settings.default_max_tokens
+        return effective
+
+    async def _reserve(
+        self, tenant: Tenant, model: str, estimate: int, request_id: str, deadline: Deadline
+    ) -> str:
+        try:
+            response = await self._peers.ratelimiter.Reserve(
+                ratelimit_service_pb2.ReserveRequest(
+                    tenant=tenant.name, model=model, estimated_tokens=estimate,
+                    request_id=request_id,
+                ),
+                timeout=deadline.remaining_s(),
+            )  # fmt: skip
+        except grpc.aio.AioRpcError as error:
+            raise peer_failure("ratelimiter", error) from error
+        if response.decision != ratelimit_pb2.DECISION_ALLOW:
+            raise denial_failure(tenant.name, response)
+        return str(response.reservation_id)
+
+    async def _lookup(
+        self,
+        scope: cache_pb2.CacheScope,
+        control: router_pb2.CacheControl,
+        deadline: Deadline,
+        *,
+        degraded_threshold: float | None = None,
+    ) -> cache_service_pb2.LookupResponse | None:
+        if control.mode == caching_pb2.CACHE_MODE_BYPASS:
+            return None
+        request = cache_service_pb2.LookupRequest(
+            scope=scope, mode=control.mode,
+            allow_nonzero_temperature=control.allow_nonzero_temperature,
+        )  # fmt: skip
+        if degraded_threshold is not None:
+            request.mode = caching_pb2.CACHE_MODE_SEMANTIC
+            request.similarity_threshold = degraded_threshold
+        elif control.HasField("similarity_threshold"):
+            request.similarity_threshold = control.similarity_threshold
+        try:
+            response = await self._peers.cache.Lookup(request, timeout=deadline.remaining_s())
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise peer_failure("cache", error) from error
+            # A cache outage costs money, not correctness: answer from the provider.
+            log.warning("cache_lookup_failed", code=error.code().name)
+            return None
+        return response if response.status in HIT_STATUSES else None
+
+    async def _degraded_or_raise(
+        self,
+        failure: RpcFailure,
+        scope: cache_pb2.CacheScope,
+        request_id: str,
+        deadline: Deadline,
+    ) -> AsyncIterator[Event]:
+        degraded = self._policy.routing.degraded
+        hit = None
+        if degraded.serve_from_cache:
+            hit = await self._lookup(
+                scope, router_pb2.CacheControl(), deadline,
+                degraded_threshold=degraded.similarity_threshold,
+            )  # fmt: skip
+        if hit is None:
+            raise failure
+        log.warning("degraded_answer", reason=failure.reason)
+        async for event in self._replay(hit, request_id, degraded=True):
+            yield event
+
+    async def _replay(
+        self, hit: cache_service_pb2.LookupResponse, request_id: str, *, degraded: bool
+    ) -> AsyncIterator[Event]:
+        for chunk in hit.answer.chunks:
+            yield Event(delta=chat_pb2.TextDelta(text=chunk))
+        yield Event(
+            summary=router_pb2.CompletionSummary(
+                model=hit.answer.model, provider=hit.answer.provider,
+                finish_reason=hit.answer.finish_reason, usage=hit.answer.usage,
+                cache_status=hit.status, attempts=0, cost_usd=0.0, request_id=request_id,
+                degraded=degraded, cache_similarity=hit.similarity,
+            )
+        )  # fmt: skip
+
+    async def _store(
+        self,
+        scope: cache_pb2.CacheScope,
+        chunks: list[str],
+        finished: Finished,
+        control: router_pb2.CacheControl,
+    ) -> None:
+        answer = cache_pb2.CachedAnswer(
+            chunks=chunks, finish_reason=finished.summary.finish_reason,
+            usage=finished.summary.usage, model=finished.model.name,
+            provider=finished.model.provider,
+        )  # fmt: skip
+        try:
+            await self._peers.cache.Store(
+                cache_service_pb2.StoreRequest(
+                    scope=scope, answer=answer,
+                    allow_nonzero_temperature=control.allow_nonzero_temperature,
+                ),
+                timeout=5.0,
+            )  # fmt: skip
+        except grpc.aio.AioRpcError as error:
+            log.warning("cache_store_failed", code=error.code().name)
+
+    async def _settle(self, reservation_id: str, actual_tokens: int) -> None:
+        try:
+            await self._peers.ratelimiter.Settle(
+                ratelimit_service_pb2.SettleRequest(
+                    reservation_id=reservation_id, actual_tokens=actual_tokens
+                ),
+                timeout=5.0,
+            )
+        except grpc.aio.AioRpcError as error:
+            # The lease expires on its own; the answer is already delivered.
+            log.warning("settle_failed", code=error.code().name)
+
+    async def _release(self, reservation_id: str) -> None:
+        try:
+            await self._peers.ratelimiter.Release(
+                ratelimit_service_pb2.ReleaseRequest(reservation_id=reservation_id), timeout=5.0
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("release_failed", code=error.code().name)
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    def _summary(
+        finished: Finished, request: CompletionRequest, request_id: str
+    ) -> router_pb2.CompletionSummary:
+        usage = finished.summary.usage
+        bypass = request.cache.mode == caching_pb2.CACHE_MODE_BYPASS
+        return router_pb2.CompletionSummary(
+            model=finished.model.name, provider=finished.model.provider,
+            finish_reason=finished.summary.finish_reason, usage=usage,
+            cache_status=(
+                caching_pb2.CACHE_STATUS_BYPASS if bypass else caching_pb2.CACHE_STATUS_MISS
+            ),
+            attempts=finished.attempts,
+            cost_usd=finished.model.cost_usd(usage.input_tokens, usage.output_tokens),
+            request_id=request_id,
+        )  # fmt: skip
+
+
+async def _as_own(
+    events: AsyncIterator[GenerationEvent],
+) -> AsyncIterator[tuple[GenerationEvent, bool]]:
+    async for event in events:
+        yield event, True
+
+
+def _coalescable(request: CompletionRequest) -> bool:
+    """Requests the cache could answer are the ones identical callers may share."""
+    if request.cache.mode == caching_pb2.CACHE_MODE_BYPASS:
+        return False
+    parameters = request.parameters
+    deterministic = not parameters.HasField("temperature") or parameters.temperature == 0
+    return deterministic or request.cache.allow_nonzero_temperature
+
+
+def _coalescing_key(scope: cache_pb2.CacheScope, request: CompletionRequest) -> str:
+    digest = hashlib.sha256(scope.SerializeToString(deterministic=True))
+    digest.update(f"|{request.priority}".encode())
+    return digest.hexdigest()

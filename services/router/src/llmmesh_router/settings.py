@@ -1,0 +1,25 @@
+"""Every environment variable the router reads, typed, with the embedded defaults."""
+
+from __future__ import annotations
+
+import pydantic
+from pydantic_settings import SettingsConfigDict
+
+from llmmesh.runtime.settings import ServiceSettings
+
+
+class RouterSettings(ServiceSettings):
+    """`LLMMESH_ROUTER_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMMESH_ROUTER_", extra="ignore", frozen=True)
+
+    port: int = pydantic.Field(default=50051, ge=0, le=65535)
+    ratelimiter_address: str = "127.0.0.1:50052"
+    cache_address: str = "127.0.0.1:50053"
+    provider_address: str = "127.0.0.1:50054"
+    # Larger prompts are refused before any peer is called.
+    max_prompt_bytes: int = pydantic.Field(default=1_000_000, gt=0)
+    # Used when a request leaves max_tokens at 0.
+    default_max_tokens: int = pydantic.Field(default=512, gt=0)
+    # Upper bound for requests that arrive without a deadline.
+    default_timeout_s: float = pydantic.Field(default=120.0, gt=0)

@@ -1,0 +1,47 @@
+"""Builds the router's servicer and what the server bootstrap watches for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmmesh.runtime.wiring import Wiring
+from llmmesh_router.breaker import BreakerRegistry, BreakerSettings
+from llmmesh_router.classifiers import Classifier, HeuristicClassifier, ModelClassifier
+from llmmesh_router.completion import CompletionPipeline
+from llmmesh_router.peers import Peers
+from llmmesh_router.policy import RouterPolicy, load_router_policy
+from llmmesh_router.servicer import RouterServicer
+from llmmesh_router.settings import RouterSettings
+
+
+def build_classifier(policy: RouterPolicy, peers: Peers) -> Classifier:
+    configured = policy.routing.classifier
+    model = policy.model(configured.model) if configured.model else None
+    if configured.kind == "model" and model is not None:
+        return ModelClassifier(peers.provider, model, configured)
+    return HeuristicClassifier()
+
+
+async def build_servicer(settings: RouterSettings, policy_document: dict[str, Any]) -> Wiring:
+    policy = load_router_policy(policy_document)
+    peers = Peers.connect(settings)
+    breaker_policy = policy.routing.breaker
+    breakers = BreakerRegistry(
+        BreakerSettings(
+            consecutive_failures=breaker_policy.consecutive_failures,
+            failure_rate=breaker_policy.failure_rate,
+            window=breaker_policy.window,
+            min_calls=breaker_policy.min_calls,
+            recovery_timeout_s=breaker_policy.recovery_timeout_s,
+        )
+    )
+    pipeline = CompletionPipeline(
+        policy, peers, settings, breakers, build_classifier(policy, peers)
+    )
+    servicer = RouterServicer(policy, pipeline)
+    return Wiring(
+        servicer=servicer,
+        dependency_checks=[peers.all_serving],
+        closers=[pipeline.aclose, peers.close],
+        reloaders=[lambda document: servicer.replace_policy(load_router_policy(document))],
+    )

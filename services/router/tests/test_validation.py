@@ -1,0 +1,65 @@
+"""Every malformed completion request is refused with the bad field named."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmmesh.common.v1 import chat_pb2
+from llmmesh.router.v1 import router_pb2, router_service_pb2
+from llmmesh_router.validation import find_violations
+
+USER = chat_pb2.ROLE_USER
+
+
+def _request(**fields: object) -> router_service_pb2.StreamCompleteRequest:
+    defaults: dict[str, object] = {
+        "model": "auto",
+        "messages": [chat_pb2.ChatMessage(role=USER, content="hello")],
+    }
+    defaults.update(fields)
+    return router_service_pb2.StreamCompleteRequest(**defaults)  # type: ignore[arg-type]
+
+
+def _fields(request: router_service_pb2.StreamCompleteRequest, max_bytes: int = 1000) -> list[str]:
+    return [v.field for v in find_violations(request, max_prompt_bytes=max_bytes)]
+
+
+def test_well_formed_request_has_no_violations() -> None:
+    assert _fields(_request()) == []
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"model": ""}, "model"),
+        ({"messages": []}, "messages"),
+        ({"messages": [chat_pb2.ChatMessage(role=chat_pb2.ROLE_UNSPECIFIED, content="x")]},
+         "messages[0].role"),
+        ({"messages": [chat_pb2.ChatMessage(role=USER, content="a"),
+                       chat_pb2.ChatMessage(role=99, content="x")]},  # type: ignore[arg-type]
+         "messages[1].role"),
+        ({"messages": [chat_pb2.ChatMessage(role=USER, content="  ")]}, "messages[0].content"),
+        ({"messages": [chat_pb2.ChatMessage(role=chat_pb2.ROLE_SYSTEM, content="be brief")]},
+         "messages"),
+        ({"parameters": chat_pb2.GenerationParameters(max_tokens=-1)}, "parameters.max_tokens"),
+        ({"parameters": chat_pb2.GenerationParameters(temperature=2.5)}, "parameters.temperature"),
+        ({"parameters": chat_pb2.GenerationParameters(top_p=0.0)}, "parameters.top_p"),
+        ({"priority": 42}, "priority"),
+        ({"cache": router_pb2.CacheControl(similarity_threshold=1.5)},
+         "cache.similarity_threshold"),
+    ],
+)  # fmt: skip
+def test_malformed_field_is_named(request_fields: dict[str, object], field: str) -> None:
+    assert field in _fields(_request(**request_fields))
+
+
+def test_oversized_prompt_is_refused_by_its_size_in_bytes() -> None:
+    big = _request(messages=[chat_pb2.ChatMessage(role=USER, content="é" * 600)])
+    [violation] = find_violations(big, max_prompt_bytes=1000)
+    assert violation.field == "messages"
+    assert "1200 bytes" in violation.description
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    request = _request(model="", parameters=chat_pb2.GenerationParameters(max_tokens=-5, top_p=3.0))
+    assert _fields(request) == ["model", "parameters.max_tokens", "parameters.top_p"]
