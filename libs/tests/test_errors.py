@@ -16,7 +16,7 @@ from llmmesh.runtime.errors import (
     error_details,
     invalid_argument,
 )
-from llmmesh.runtime.interceptors import RichErrorInterceptor
+from llmmesh.runtime.interceptors import ServerCallInterceptor
 
 QUOTA_FAILURE = RpcFailure(
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -45,7 +45,7 @@ async def _crash(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[RichErrorInterceptor()])
+    server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),

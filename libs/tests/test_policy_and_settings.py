@@ -47,9 +47,7 @@ def test_unknown_field_is_rejected(tmp_path: pathlib.Path) -> None:
     ("text", "message"),
     [("tenants: [", "not valid YAML"), ("- a\n- b\n", "mapping of sections")],
 )
-def test_unreadable_documents_fail_clearly(
-    tmp_path: pathlib.Path, text: str, message: str
-) -> None:
+def test_unreadable_documents_fail_clearly(tmp_path: pathlib.Path, text: str, message: str) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     with pytest.raises(PolicyError, match=message):

@@ -13,6 +13,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmmesh.runtime.client_tracing import client_tracing_interceptors
+
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -44,7 +46,9 @@ def open_channel(
         ("grpc.enable_retries", 0),
     ]
     return grpc.aio.insecure_channel(
-        dns_target(address), options=options, interceptors=list(interceptors) or None
+        dns_target(address),
+        options=options,
+        interceptors=[*client_tracing_interceptors(), *interceptors],
     )
 
 

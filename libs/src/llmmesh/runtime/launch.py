@@ -6,6 +6,7 @@ that names the field, before any port is opened.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -17,6 +18,7 @@ from llmmesh.policy import PolicyError, read_policy_document
 from llmmesh.runtime.logging import configure_logging
 from llmmesh.runtime.server import AddServicer, run_service
 from llmmesh.runtime.settings import ServiceSettings
+from llmmesh.runtime.telemetry import Telemetry, configure_telemetry
 from llmmesh.runtime.wiring import Wiring
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
@@ -37,6 +39,7 @@ def launch(
     except pydantic.ValidationError as error:
         _fail(f"llmmesh-{service}: invalid settings: {error}")
     configure_logging(service, settings.log_level)
+    telemetry = configure_telemetry(service, prometheus_port=settings.prometheus_port)
     try:
         document = read_policy_document(settings.policy_file)
     except PolicyError as error:
@@ -44,9 +47,12 @@ def launch(
 
     async def build_wiring() -> Wiring:
         try:
-            return await build(settings, document)
+            wiring = await build(settings, document)
         except PolicyError as error:
             return _fail(f"llmmesh-{service}: {error}")
+        if telemetry is not None:
+            wiring.closers.append(_flusher(telemetry))
+        return wiring
 
     run_service(
         service_name=grpc_service_name,
@@ -54,6 +60,14 @@ def launch(
         build=build_wiring,
         add_servicer=add_servicer,
     )
+
+
+def _flusher(telemetry: Telemetry) -> Callable[[], Awaitable[None]]:
+    async def flush() -> None:
+        # Export what the drain recorded before the process exits.
+        await asyncio.to_thread(telemetry.shutdown)
+
+    return flush
 
 
 def _fail(message: str) -> NoReturn:

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llmmesh.policy import PolicyError, read_policy_document
 from llmmesh.runtime.channels import SERVER_KEEPALIVE_OPTIONS
-from llmmesh.runtime.interceptors import RichErrorInterceptor
+from llmmesh.runtime.interceptors import ServerCallInterceptor
 from llmmesh.runtime.settings import ServiceSettings
 from llmmesh.runtime.wiring import Wiring
 
@@ -84,7 +84,7 @@ class ServiceHost:
     def _build_server(self) -> grpc.aio.Server:
         max_bytes = self._settings.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[RichErrorInterceptor()],
+            interceptors=[ServerCallInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
@@ -108,7 +108,7 @@ class ServiceHost:
         for close in self._wiring.closers:
             try:
                 await close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - one failing closer must not skip the rest
                 log.exception("close_failed")
         log.info("stopped")
 
@@ -124,7 +124,7 @@ class ServiceHost:
         for check in self._wiring.dependency_checks:
             try:
                 healthy = await asyncio.wait_for(check(), DEPENDENCY_CHECK_TIMEOUT_S)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a check that fails means unhealthy
                 healthy = False
             if not healthy:
                 break

@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = pydantic.Field(default=16 * 1024 * 1024, gt=0)
     # Serve with uvloop's event loop where it is installed.
     use_uvloop: bool = True
+    # Serve metrics for Prometheus to scrape on this port (0: off); needs the
+    # `prometheus` extra of llmmesh-libs.
+    prometheus_port: int = pydantic.Field(default=0, ge=0, le=65535)
 
     @property
     def listen_address(self) -> str:

@@ -72,7 +72,7 @@ class Coalescer(Generic[EventT]):
                 async with flight.changed:
                     flight.events.append(event)
                     flight.changed.notify_all()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - every listener re-raises it
             flight.error = error
         finally:
             if self._flights.get(key) is flight:
