@@ -108,7 +108,7 @@ class ServiceHost:
         for close in self._wiring.closers:
             try:
                 await close()
-            except Exception:  # noqa: BLE001 - one failing closer must not skip the rest
+            except Exception:  # one failing closer must not skip the rest
                 log.exception("close_failed")
         log.info("stopped")
 
