@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 import grpc.aio
 import structlog
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from llmmesh.common.v1 import chat_pb2
 from llmmesh.provider.v1 import provider_pb2, provider_service_pb2, provider_service_pb2_grpc
+from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import RpcFailure
+from llmmesh_router import observability
 from llmmesh_router.backoff import BackoffPolicy
 from llmmesh_router.breaker import BreakerRegistry
 from llmmesh_router.deadline import Deadline
@@ -138,11 +143,7 @@ class ChainRunner:
                     if failure.reason == CONTEXT_LENGTH_EXCEEDED:
                         breaker.release_probe()
                         pending = larger_window_models(policy, model, tried)
-                        log.info(
-                            "fallback_context_length",
-                            model=model.name,
-                            next=[m.name for m in pending[:1]],
-                        )
+                        _note(semconv.EVENT_FALLBACK, model, failure)
                         break
                     if not _is_provider_fault(failure):
                         breaker.release_probe()
@@ -152,14 +153,14 @@ class ChainRunner:
                         failure.code not in RETRYABLE_CODES
                         or failure.reason == CREDENTIALS_REJECTED
                     ):
-                        log.info("fallback", model=model.name, reason=failure.reason)
+                        _note(semconv.EVENT_FALLBACK, model, failure)
                         break
                     delay_s = backoff.delay_s(attempt, self._rng, failure.retry_after_s)
                     last_try = attempt == policy.routing.retry.max_attempts_per_model
                     if last_try or delay_s >= deadline.remaining_s():
-                        log.info("fallback", model=model.name, reason=failure.reason)
+                        _note(semconv.EVENT_FALLBACK, model, failure)
                         break
-                    log.info("retry", model=model.name, reason=failure.reason, delay_s=delay_s)
+                    _note(semconv.EVENT_RETRY, model, failure, delay_s=delay_s)
                     await asyncio.sleep(delay_s)
                 except asyncio.CancelledError:
                     breaker.release_probe()
@@ -176,30 +177,75 @@ class ChainRunner:
         deadline: Deadline,
         delivered: list[str],
     ) -> AsyncIterator[GenerationEvent]:
-        call = self._provider.Generate(
-            provider_service_pb2.GenerateRequest(
-                instance=model.provider, model=model.upstream_model,
-                messages=messages, parameters=parameters),
-            timeout=deadline.remaining_s(),
-        )  # fmt: skip
-        summary = None
-        try:
-            async for event in call:
-                if event.HasField("delta"):
-                    delivered.append(event.delta.text)
-                    yield Delta(event.delta.text)
-                else:
-                    summary = event.summary
-        except grpc.aio.AioRpcError as error:
-            raise peer_failure("provider", error) from error
-        finally:
-            call.cancel()
-        if summary is None:
-            raise RpcFailure(
-                grpc.StatusCode.UNAVAILABLE, "provider stream ended without a summary",
-                reason="UPSTREAM_STREAM_CUT",
+        started = time.monotonic()
+        with observability.tracer.start_as_current_span(
+            f"chat {model.upstream_model}",
+            attributes={
+                semconv.GEN_AI_OPERATION_NAME: "chat",
+                semconv.GEN_AI_PROVIDER_NAME: model.provider,
+                semconv.GEN_AI_REQUEST_MODEL: model.upstream_model,
+                semconv.GEN_AI_REQUEST_MAX_TOKENS: parameters.max_tokens,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            call = self._provider.Generate(
+                provider_service_pb2.GenerateRequest(
+                    instance=model.provider, model=model.upstream_model,
+                    messages=messages, parameters=parameters),
+                timeout=deadline.remaining_s(),
             )  # fmt: skip
+            summary = None
+            try:
+                async for event in call:
+                    if event.HasField("delta"):
+                        if not delivered:
+                            span.set_attribute(
+                                semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                                time.monotonic() - started,
+                            )
+                        delivered.append(event.delta.text)
+                        yield Delta(event.delta.text)
+                    else:
+                        summary = event.summary
+            except grpc.aio.AioRpcError as error:
+                failure = peer_failure("provider", error)
+                span.set_status(Status(StatusCode.ERROR, failure.reason))
+                span.set_attribute(semconv.ERROR_TYPE, failure.reason)
+                raise failure from error
+            finally:
+                call.cancel()
+            if summary is None:
+                span.set_status(Status(StatusCode.ERROR, "UPSTREAM_STREAM_CUT"))
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE, "provider stream ended without a summary",
+                    reason="UPSTREAM_STREAM_CUT",
+                )  # fmt: skip
+            span.set_attributes(
+                {
+                    semconv.GEN_AI_RESPONSE_MODEL: summary.response_model,
+                    semconv.GEN_AI_RESPONSE_ID: summary.provider_request_id,
+                    semconv.GEN_AI_RESPONSE_FINISH_REASONS: [
+                        chat_pb2.FinishReason.Name(summary.finish_reason)
+                        .removeprefix("FINISH_REASON_")
+                        .lower()
+                    ],
+                    semconv.GEN_AI_USAGE_INPUT_TOKENS: summary.usage.input_tokens,
+                    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: summary.usage.output_tokens,
+                }
+            )
         yield Finished(model, summary, attempts=0)
+
+
+def _note(name: str, model: CatalogModel, failure: RpcFailure, **extra: float) -> None:
+    """Records a retry or fallback in the log and as an event on the request's span."""
+    attributes: dict[str, AttributeValue] = {
+        "model": model.name,
+        semconv.ERROR_REASON: failure.reason,
+        **extra,
+    }
+    log.info(name, **attributes)
+    observability.event(name, attributes)
 
 
 def _is_provider_fault(failure: RpcFailure) -> bool:

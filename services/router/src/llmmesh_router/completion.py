@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import grpc.aio
 import structlog
+from opentelemetry.util.types import AttributeValue
 
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.policy import Tenant
 from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2
 from llmmesh.router.v1 import router_pb2, router_service_pb2
+from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
+from llmmesh_router import observability
 from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
 from llmmesh_router.breaker import BreakerRegistry
 from llmmesh_router.classifiers import Classifier
@@ -68,12 +72,42 @@ class CompletionPipeline:
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[Event]:
+        """The completion's events, measured: in-flight count, time to first text, duration."""
+        started = time.monotonic()
+        first_text_seen = False
+        outcome: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: "chat"}
+        observability.streams_in_flight.add(1)
+        try:
+            async for event in self._events(request, tenant, context):
+                if not first_text_seen and event.HasField("delta"):
+                    first_text_seen = True
+                    observability.time_to_first_chunk_s.record(time.monotonic() - started)
+                if event.HasField("summary"):
+                    outcome.update(_record_summary(event.summary))
+                yield event
+        except RpcFailure as failure:
+            outcome[semconv.ERROR_TYPE] = failure.reason
+            raise
+        except asyncio.CancelledError:
+            outcome[semconv.ERROR_TYPE] = "CANCELLED"
+            raise
+        finally:
+            observability.streams_in_flight.add(-1)
+            observability.operation_duration_s.record(time.monotonic() - started, outcome)
+
+    async def _events(
+        self,
+        request: CompletionRequest,
+        tenant: Tenant,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[Event]:
         violations = find_violations(request, max_prompt_bytes=self._settings.max_prompt_bytes)
         if violations:
             raise invalid_argument(violations)
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
         request_id = uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id, tenant=tenant.name)
+        observability.annotate({semconv.REQUEST_ID: request_id, semconv.TENANT: tenant.name})
         parameters = self._effective_parameters(request.parameters)
         prompt_tokens = estimate_prompt_tokens(request.messages)
         decision = await self._route(request, prompt_tokens + parameters.max_tokens, deadline)
@@ -184,13 +218,14 @@ class CompletionPipeline:
                 reason="CONTEXT_LENGTH_EXCEEDED",
                 field_violations=[FieldViolation("messages", "too long for every model")],
             )
-        log.info(
-            "route",
-            priority=decision.priority,
-            complexity=decision.complexity.name.lower() if decision.complexity else None,
-            chain=[m.name for m in decision.chain],
-            skipped_for_circuit=list(decision.skipped_for_circuit),
-        )
+        route: dict[str, AttributeValue] = {
+            semconv.ROUTE_PRIORITY: decision.priority,
+            semconv.ROUTE_COMPLEXITY: decision.complexity.level if decision.complexity else "",
+            semconv.ROUTE_CHAIN: [m.name for m in decision.chain],
+            semconv.ROUTE_SKIPPED_CIRCUIT_OPEN: list(decision.skipped_for_circuit),
+        }
+        observability.annotate(route)
+        log.info("route", **route)
         return decision
 
     def _effective_parameters(
@@ -215,7 +250,17 @@ class CompletionPipeline:
             )  # fmt: skip
         except grpc.aio.AioRpcError as error:
             raise peer_failure("ratelimiter", error) from error
-        if response.decision != ratelimit_pb2.DECISION_ALLOW:
+        allowed = response.decision == ratelimit_pb2.DECISION_ALLOW
+        observability.annotate(
+            {
+                semconv.RATELIMIT_DECISION: "allow" if allowed else "deny",
+                semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit,
+            }
+        )
+        if not allowed:
+            observability.ratelimit_denials.add(
+                1, {semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit}
+            )
             raise denial_failure(tenant.name, response)
         return str(response.reservation_id)
 
@@ -246,6 +291,11 @@ class CompletionPipeline:
             # A cache outage costs money, not correctness: answer from the provider.
             log.warning("cache_lookup_failed", code=error.code().name)
             return None
+        status = caching_pb2.CacheStatus.Name(response.status).removeprefix("CACHE_STATUS_")
+        observability.annotate(
+            {semconv.CACHE_STATUS: status.lower(), semconv.CACHE_SIMILARITY: response.similarity}
+        )
+        observability.cache_lookups.add(1, {semconv.CACHE_STATUS: status.lower()})
         return response if response.status in HIT_STATUSES else None
 
     async def _degraded_or_raise(
@@ -346,6 +396,34 @@ class CompletionPipeline:
             cost_usd=finished.model.cost_usd(usage.input_tokens, usage.output_tokens),
             request_id=request_id,
         )  # fmt: skip
+
+
+def _record_summary(summary: router_pb2.CompletionSummary) -> dict[str, AttributeValue]:
+    """Puts the outcome on the request's span and metrics; returns the metric attributes."""
+    attributes: dict[str, AttributeValue] = {
+        semconv.GEN_AI_OPERATION_NAME: "chat",
+        semconv.GEN_AI_PROVIDER_NAME: summary.provider,
+        semconv.GEN_AI_RESPONSE_MODEL: summary.model,
+    }
+    observability.annotate(
+        {
+            **attributes,
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: summary.usage.input_tokens,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: summary.usage.output_tokens,
+            semconv.ATTEMPTS: summary.attempts,
+            semconv.COST_USD: summary.cost_usd,
+            semconv.DEGRADED: summary.degraded,
+        }
+    )
+    for token_type, count in (
+        ("input", summary.usage.input_tokens),
+        ("output", summary.usage.output_tokens),
+    ):
+        observability.token_usage.record(
+            count, {**attributes, semconv.GEN_AI_TOKEN_TYPE: token_type}
+        )
+    observability.cost_usd.add(summary.cost_usd, attributes)
+    return attributes
 
 
 async def _as_own(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmmesh.runtime.wiring import Wiring
+from llmmesh_router import observability
 from llmmesh_router.breaker import BreakerRegistry, BreakerSettings
 from llmmesh_router.classifiers import Classifier, HeuristicClassifier, ModelClassifier
 from llmmesh_router.completion import CompletionPipeline
@@ -33,7 +34,8 @@ async def build_servicer(settings: RouterSettings, policy_document: dict[str, An
             window=breaker_policy.window,
             min_calls=breaker_policy.min_calls,
             recovery_timeout_s=breaker_policy.recovery_timeout_s,
-        )
+        ),
+        on_change=observability.record_circuit_change,
     )
     pipeline = CompletionPipeline(
         policy, peers, settings, breakers, build_classifier(policy, peers)
