@@ -1,0 +1,80 @@
+"""What the deployment tests compare the deployment files against: the repository itself.
+
+Console scripts come from each service's pyproject.toml, variable names and ports from each
+service's settings class, so a renamed setting or script fails the deployment tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import tomllib
+from typing import Any
+
+import pydantic
+from pydantic_settings import BaseSettings
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SERVICES = ("router", "ratelimiter", "cache", "provider")
+# Variables outside every service prefix that any service reads.
+SHARED_VARIABLES = frozenset({"LLMMESH_REDIS_URL", "LLMMESH_POLICY_FILE", "LLMMESH_LOG_LEVEL"})
+
+
+def pyproject(service: str) -> dict[str, Any]:
+    with (REPO_ROOT / "services" / service / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def console_scripts(service: str) -> dict[str, str]:
+    scripts: dict[str, str] = pyproject(service)["project"].get("scripts", {})
+    return scripts
+
+
+def settings_class(service: str) -> type[BaseSettings]:
+    module = importlib.import_module(f"llmmesh_{service}.settings")
+    cls: type[BaseSettings] = getattr(module, f"{service.capitalize()}Settings")
+    return cls
+
+
+def settings_variables(cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable `cls` reads, as pydantic-settings derives the names."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for field_name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if alias is None:
+            names.add(f"{prefix}{field_name}".upper())
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        elif isinstance(alias, pydantic.AliasChoices):
+            names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
+        else:  # an AliasPath reads a nested value of the variable its path starts with
+            names.add(str(alias.path[0]).upper())
+    return names
+
+
+def service_variables(service: str) -> set[str]:
+    return settings_variables(settings_class(service))
+
+
+def default(service: str, field_name: str) -> Any:
+    return settings_class(service).model_fields[field_name].default
+
+
+def default_port(service: str) -> int:
+    port: int = default(service, "port")
+    return port
+
+
+def dotenv(path: pathlib.Path) -> dict[str, str]:
+    """`KEY=VALUE` lines as compose reads its `.env` (comments and blank lines skipped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, separator, value = stripped.partition("=")
+        if not separator:
+            raise ValueError(f"{path}: not KEY=VALUE: {line!r}")
+        values[key.strip()] = value.strip()
+    return values
