@@ -261,7 +261,7 @@ class CompletionPipeline:
             observability.ratelimit_denials.add(
                 1, {semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit}
             )
-            raise denial_failure(tenant.name, response)
+            raise denial_failure(response, tenant.name, model)
         return str(response.reservation_id)
 
     async def _lookup(
@@ -356,6 +356,8 @@ class CompletionPipeline:
             log.warning("cache_store_failed", code=error.code().name)
 
     async def _settle(self, reservation_id: str, actual_tokens: int) -> None:
+        if not reservation_id:  # admitted while the limiter failed open: nothing to settle
+            return
         try:
             await self._peers.ratelimiter.Settle(
                 ratelimit_service_pb2.SettleRequest(
@@ -368,6 +370,8 @@ class CompletionPipeline:
             log.warning("settle_failed", code=error.code().name)
 
     async def _release(self, reservation_id: str) -> None:
+        if not reservation_id:
+            return
         try:
             await self._peers.ratelimiter.Release(
                 ratelimit_service_pb2.ReleaseRequest(reservation_id=reservation_id), timeout=5.0

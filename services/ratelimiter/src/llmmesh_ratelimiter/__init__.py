@@ -1,0 +1,1 @@
+"""llmmesh ratelimiter: atomic request, token and concurrency limits shared by every replica."""

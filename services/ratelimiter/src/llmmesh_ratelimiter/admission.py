@@ -1,0 +1,230 @@
+"""Admission decisions: turns a request into a plan, asks the backend within a bounded time,
+and applies the failure mode when the backend cannot answer."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import redis
+import structlog
+from opentelemetry import metrics
+
+from llmmesh_ratelimiter import keys
+from llmmesh_ratelimiter.backend import LimiterBackend
+from llmmesh_ratelimiter.limits import (
+    LimitCheck,
+    LimitKind,
+    LimitState,
+    ReservationPlan,
+    ReserveOutcome,
+    SettleOutcome,
+)
+from llmmesh_ratelimiter.policy_holder import PolicyHolder
+from llmmesh_ratelimiter.rate_policy import FailureMode
+
+_log = structlog.get_logger(__name__)
+
+ResultT = TypeVar("ResultT")
+
+# What a store raises when it cannot answer: timeouts, refused or reset connections, and
+# Redis-level errors (a cluster that lost a slot, a server loading its data).
+_STORE_ERRORS = (TimeoutError, OSError, redis.RedisError)
+
+# Named as the denying limit when the store is unreachable and the failure mode is closed.
+BACKEND_UNAVAILABLE_LIMIT = "ratelimit-backend-unavailable"
+# Retry hint for a fail-closed denial: about how long a Redis failover or restart takes.
+BACKEND_UNAVAILABLE_RETRY_MS = 1000
+# A full concurrency limit frees a slot when any request finishes, usually long before the
+# oldest lease expires, so its retry hint is capped rather than the lease's full remainder.
+CONCURRENCY_RETRY_CAP_MS = 1000
+
+
+class UnknownTenantError(LookupError):
+    """The policy names no tenant of this name."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The limiter's store did not answer within the decision timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The answer to a reservation, with every applied limit's state beside its check."""
+
+    allowed: bool
+    reservation_id: str
+    checks: tuple[LimitCheck, ...]
+    states: tuple[LimitState, ...]
+    denied_limit: str = ""
+    retry_after_ms: int = 0
+    # True when the store was unreachable and the verdict is the configured failure mode's.
+    degraded: bool = False
+
+
+class Admission:
+    """Reserve, settle and release against the backend; never waits past the decision timeout."""
+
+    def __init__(
+        self,
+        backend: LimiterBackend,
+        policy: PolicyHolder,
+        *,
+        decision_timeout_s: float,
+        default_failure_mode: FailureMode,
+        lease_ttl_s: float,
+        meter: metrics.Meter | None = None,
+    ) -> None:
+        self._backend = backend
+        self._policy = policy
+        self._decision_timeout_s = decision_timeout_s
+        self._default_failure_mode = default_failure_mode
+        self._lease_ttl_ms = math.ceil(lease_ttl_s * 1000)
+        meter = meter or metrics.get_meter("llmmesh.ratelimiter")
+        self._backend_failures = meter.create_counter(
+            "llmmesh.ratelimit.backend_failures",
+            unit="{failure}",
+            description="Limiter store calls that failed or timed out",
+        )
+        self._decisions = meter.create_counter(
+            "llmmesh.ratelimit.decisions",
+            unit="{decision}",
+            description="Reservations decided, by outcome and denying limit",
+        )
+        self._shadow_exceeded = meter.create_counter(
+            "llmmesh.ratelimit.shadow_exceeded",
+            unit="{request}",
+            description="Requests a shadow limit would have denied",
+        )
+
+    @property
+    def failure_mode(self) -> FailureMode:
+        return self._policy.current.failure_mode or self._default_failure_mode
+
+    def plan(
+        self, tenant: str, model: str, estimated_tokens: int, request_id: str
+    ) -> ReservationPlan:
+        """The checks and keys for one request under the policy in force."""
+        policy = self._policy.current
+        if not policy.knows_tenant(tenant):
+            raise UnknownTenantError(tenant)
+        tag = keys.decision_tag(policy.hash_tag_scope, tenant, model)
+        checks = tuple(
+            LimitCheck(
+                name=limit.name,
+                kind=limit.kind,
+                scope=limit.scope,
+                capacity=limit.limit,
+                window_ms=math.ceil((limit.window_s or 0) * 1000),
+                shadow=limit.shadow,
+                key=keys.limit_key(tag, limit.name, limit.kind, limit.scope, tenant, model),
+                cost=estimated_tokens if limit.kind is LimitKind.TOKENS else 1,
+            )
+            for limit in policy.limits_for(tenant, model)
+        )
+        return ReservationPlan(
+            reservation_id=keys.new_reservation_id(tag, tenant, request_id),
+            checks=checks,
+            estimated_tokens=estimated_tokens,
+            lease_ttl_ms=self._lease_ttl_ms,
+        )
+
+    async def reserve(
+        self,
+        tenant: str,
+        model: str,
+        estimated_tokens: int,
+        request_id: str,
+        *,
+        deadline_s: float | None = None,
+    ) -> Verdict:
+        """Decides on one request; a store failure yields the failure mode's verdict."""
+        plan = self.plan(tenant, model, estimated_tokens, request_id)
+        try:
+            outcome = await self._bounded(self._backend.reserve(plan), "reserve", deadline_s)
+        except BackendUnavailableError:
+            return self._degraded_verdict(plan)
+        verdict = _verdict(plan, outcome)
+        self._count(verdict)
+        return verdict
+
+    async def settle(self, reservation_id: str, actual_tokens: int) -> SettleOutcome:
+        return await self._bounded(
+            self._backend.settle(reservation_id, actual_tokens), "settle", None
+        )
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self._bounded(self._backend.release(reservation_id), "release", None)
+
+    async def backend_healthy(self) -> bool:
+        """The dependency check: does the store answer within the decision timeout?"""
+        try:
+            return await self._bounded(self._backend.ping(), "ping", None)
+        except BackendUnavailableError:
+            return False
+
+    async def _bounded(
+        self, call: Coroutine[Any, Any, ResultT], operation: str, deadline_s: float | None
+    ) -> ResultT:
+        timeout_s = self._decision_timeout_s
+        if deadline_s is not None:
+            timeout_s = max(0.0, min(timeout_s, deadline_s))
+        try:
+            return await asyncio.wait_for(call, timeout_s)
+        except _STORE_ERRORS as exc:
+            self._backend_failures.add(1, {"operation": operation})
+            _log.warning(
+                "ratelimit backend call failed", operation=operation, error=type(exc).__name__
+            )
+            raise BackendUnavailableError(operation) from exc
+
+    def _degraded_verdict(self, plan: ReservationPlan) -> Verdict:
+        mode = self.failure_mode
+        self._decisions.add(1, {"decision": f"fail_{mode.value}"})
+        if mode is FailureMode.OPEN:
+            # No reservation exists, so there is nothing to settle: the id stays empty.
+            return Verdict(True, "", (), (), degraded=True)
+        return Verdict(
+            False,
+            "",
+            (),
+            (),
+            denied_limit=BACKEND_UNAVAILABLE_LIMIT,
+            retry_after_ms=BACKEND_UNAVAILABLE_RETRY_MS,
+            degraded=True,
+        )
+
+    def _count(self, verdict: Verdict) -> None:
+        self._decisions.add(
+            1,
+            {"decision": "allow" if verdict.allowed else "deny", "limit": verdict.denied_limit},
+        )
+        for check, state in zip(verdict.checks, verdict.states, strict=True):
+            if check.shadow and state.exceeded:
+                self._shadow_exceeded.add(1, {"limit": check.name})
+
+
+def _retry_after_ms(check: LimitCheck, state: LimitState) -> int:
+    if check.kind is LimitKind.CONCURRENCY:
+        return min(state.retry_after_ms, CONCURRENCY_RETRY_CAP_MS)
+    return state.retry_after_ms
+
+
+def _verdict(plan: ReservationPlan, outcome: ReserveOutcome) -> Verdict:
+    states = tuple(
+        dataclasses.replace(state, retry_after_ms=_retry_after_ms(check, state))
+        for check, state in zip(plan.checks, outcome.states, strict=True)
+    )
+    if outcome.allowed:
+        return Verdict(True, plan.reservation_id, plan.checks, states)
+    blocking = [
+        (state.retry_after_ms, check.name)
+        for check, state in zip(plan.checks, states, strict=True)
+        if state.exceeded and not check.shadow
+    ]
+    # Every enforced limit must have room, so the request fits again when the slowest does.
+    retry_after_ms, denied_limit = max(blocking)
+    return Verdict(False, "", plan.checks, states, denied_limit, retry_after_ms)
