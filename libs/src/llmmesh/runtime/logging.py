@@ -37,7 +37,10 @@ def configure_logging(service: str, level: str = "info") -> None:
         processors=[
             *shared_processors,
             structlog.processors.EventRenamer("message"),
-            structlog.processors.dict_tracebacks,
+            # Tracebacks without local variables: locals hold requests, and requests hold prompts.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),

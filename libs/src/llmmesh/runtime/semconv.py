@@ -29,9 +29,16 @@ RPC_SERVICE = "rpc.service"
 RPC_METHOD = "rpc.method"
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+
+# HTTP semantic conventions.
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+URL_PATH = "url.path"
 
 # The gateway's own decisions.
 TENANT = "llmmesh.tenant"
+PROVIDER_INSTANCE = "llmmesh.provider.instance"
 REQUEST_ID = "llmmesh.request_id"
 ERROR_REASON = "llmmesh.error.reason"
 ROUTE_PRIORITY = "llmmesh.route.priority"

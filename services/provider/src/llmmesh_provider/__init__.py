@@ -1,0 +1,1 @@
+"""llmmesh provider service: one streaming contract over OpenAI, Anthropic, Ollama, a simulator."""

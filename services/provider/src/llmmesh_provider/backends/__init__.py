@@ -1,0 +1,1 @@
+"""One module per upstream kind, each implementing the ChatBackend and/or Embedder protocol."""

@@ -1,0 +1,248 @@
+"""Chat completions and embeddings through the official `openai` SDK (any compatible endpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import openai
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionUserMessageParam,
+)
+
+from llmmesh.runtime.errors import RpcFailure
+from llmmesh_provider.backend import (
+    ChatEvent,
+    ChatRequest,
+    Completion,
+    EmbeddingBatch,
+    FinishReason,
+    Message,
+    Sampling,
+    TextChunk,
+    Usage,
+)
+from llmmesh_provider.http_tracing import traced_http_client
+from llmmesh_provider.upstream_errors import (
+    UpstreamHttpError,
+    UpstreamTarget,
+    failure_from_http,
+    malformed,
+    stream_cut,
+    timed_out,
+    unreachable,
+)
+
+BACKEND = "openai"
+
+_FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+}
+
+
+class OpenAIBackend:
+    """One OpenAI-compatible instance: streams chat completions and embeds."""
+
+    def __init__(
+        self,
+        instance: str,
+        *,
+        base_url: str,
+        api_key: str,
+        request_timeout_s: float,
+        embedding_dimensions: int | None = None,
+    ) -> None:
+        self._instance = instance
+        self._api_key = api_key
+        self._embedding_dimensions = embedding_dimensions
+        # max_retries=0: retries and fallbacks are the router's decision, made once.
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=request_timeout_s,
+            http_client=traced_http_client(),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        target = UpstreamTarget(self._instance, BACKEND, request.model)
+        try:
+            stream = await self._client.chat.completions.create(
+                model=request.model,
+                messages=[_message(m) for m in request.messages],
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=request.timeout_s,
+                **_sampling_arguments(request.sampling),
+            )
+        except openai.APIError as exc:
+            raise self._failure(target, exc, request.timeout_s, body_started=False) from None
+        header_request_id = stream.response.headers.get("x-request-id", "")
+        finish_reason: FinishReason | None = None
+        usage = Usage()
+        chunk_id = ""
+        response_model = request.model
+        try:
+            async with stream:
+                async for chunk in _checked(stream, target):
+                    chunk_id = chunk_id or chunk.id
+                    response_model = chunk.model or response_model
+                    if chunk.usage is not None:
+                        usage = _usage(chunk)
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield TextChunk(choice.delta.content)
+                        if choice.finish_reason is not None:
+                            finish_reason = _FINISH_REASONS.get(
+                                choice.finish_reason, FinishReason.UNSPECIFIED
+                            )
+        except openai.APIError as exc:
+            raise self._failure(target, exc, request.timeout_s, body_started=True) from None
+        if finish_reason is None:
+            # The body ended cleanly but without a finish reason: a proxy cut it short.
+            raise stream_cut(target)
+        yield Completion(
+            finish_reason=finish_reason,
+            usage=usage,
+            provider_request_id=header_request_id or chunk_id,
+            response_model=response_model,
+        )
+
+    async def embed(self, texts: Sequence[str], model: str, timeout_s: float) -> EmbeddingBatch:
+        target = UpstreamTarget(self._instance, BACKEND, model)
+        extra: dict[str, Any] = {}
+        if self._embedding_dimensions is not None:
+            extra["dimensions"] = self._embedding_dimensions
+        try:
+            response = await self._client.embeddings.create(
+                model=model,
+                input=list(texts),
+                encoding_format="float",
+                timeout=timeout_s,
+                **extra,
+            )
+        except openai.APIError as exc:
+            raise self._failure(target, exc, timeout_s, body_started=False) from None
+        ordered = sorted(response.data, key=lambda item: item.index)
+        if len(ordered) != len(texts):
+            raise malformed(target, f"{len(ordered)} embeddings for {len(texts)} inputs")
+        return EmbeddingBatch(
+            vectors=[list(item.embedding) for item in ordered], model=response.model or model
+        )
+
+    def _failure(
+        self, target: UpstreamTarget, exc: openai.APIError, timeout_s: float, *, body_started: bool
+    ) -> RpcFailure:
+        if isinstance(exc, openai.APITimeoutError):
+            return timed_out(target, timeout_s)
+        if isinstance(exc, openai.APIConnectionError):
+            return stream_cut(target) if body_started else unreachable(target)
+        if isinstance(exc, openai.APIStatusError):
+            return failure_from_http(
+                target,
+                _http_error(exc.status_code, exc.response.headers, exc.body, exc.message),
+                secret=self._api_key,
+            )
+        # An error object sent inside a 200 stream: the upstream gave up part-way.
+        return failure_from_http(
+            target, _http_error(500, {}, exc.body, exc.message), secret=self._api_key
+        )
+
+
+async def _checked(
+    stream: openai.AsyncStream[ChatCompletionChunk], target: UpstreamTarget
+) -> AsyncIterator[ChatCompletionChunk]:
+    """The stream's chunks; a chunk that is not JSON or not a chunk becomes an RpcFailure."""
+    iterator = stream.__aiter__()
+    while True:
+        try:
+            chunk = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except ValueError as exc:  # json.JSONDecodeError from the SDK's SSE decoder
+            raise malformed(target, f"a chunk is not JSON: {exc}") from None
+        if not isinstance(getattr(chunk, "choices", None), list):
+            raise malformed(target, "chunk without choices")
+        yield chunk
+
+
+def _http_error(
+    status: int, headers: Mapping[str, str], body: object, fallback_message: str
+) -> UpstreamHttpError:
+    error: Any = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return UpstreamHttpError(status=status, headers=headers, message=fallback_message)
+    return UpstreamHttpError(
+        status=status,
+        headers=headers,
+        code=str(error["code"]) if error.get("code") is not None else None,
+        error_type=str(error["type"]) if error.get("type") is not None else None,
+        message=str(error.get("message") or fallback_message),
+    )
+
+
+def _message(message: Message) -> ChatCompletionMessageParam:
+    if message.role == "system":
+        system: ChatCompletionSystemMessageParam = {"role": "system", "content": message.content}
+        if message.name:
+            system["name"] = message.name
+        return system
+    if message.role == "assistant":
+        assistant: ChatCompletionAssistantMessageParam = {
+            "role": "assistant",
+            "content": message.content,
+        }
+        if message.name:
+            assistant["name"] = message.name
+        return assistant
+    user: ChatCompletionUserMessageParam = {"role": "user", "content": message.content}
+    if message.name:
+        user["name"] = message.name
+    return user
+
+
+def _sampling_arguments(sampling: Sampling) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    if sampling.temperature is not None:
+        arguments["temperature"] = sampling.temperature
+    if sampling.top_p is not None:
+        arguments["top_p"] = sampling.top_p
+    if sampling.max_tokens:
+        arguments["max_completion_tokens"] = sampling.max_tokens
+    if sampling.stop:
+        arguments["stop"] = list(sampling.stop)
+    if sampling.seed is not None:
+        arguments["seed"] = sampling.seed
+    form = sampling.response_format
+    if form.kind == "json_object":
+        arguments["response_format"] = {"type": "json_object"}
+    elif form.kind == "json_schema":
+        arguments["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": form.json_schema, "strict": True},
+        }
+    return arguments
+
+
+def _usage(chunk: ChatCompletionChunk) -> Usage:
+    usage = chunk.usage
+    if usage is None:
+        return Usage()
+    details = usage.prompt_tokens_details
+    cached = details.cached_tokens if details is not None and details.cached_tokens else 0
+    return Usage(
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        cached_input_tokens=cached,
+    )
