@@ -129,3 +129,24 @@ async def test_stream_longer_than_the_grace_period_is_cancelled() -> None:
                 pass
         assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     await asyncio.wait_for(task, 5)
+
+
+async def test_health_is_not_serving_until_the_first_dependency_probe_passes() -> None:
+    dependency = Dependency()
+    dependency.up = False
+    host = ServiceHost(
+        service_name="t.Slow",
+        settings=_settings(),
+        wiring=Wiring(servicer=None, dependency_checks=[dependency.check]),
+        add_servicer=_add_slow_service,
+    )
+    task = await _started(host)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        overall = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=1
+        )
+        assert overall.status == NOT_SERVING
+        dependency.up = True
+        await _wait_for_status(channel, SERVING)
+    host.request_stop()
+    await task

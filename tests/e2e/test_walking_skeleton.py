@@ -20,10 +20,10 @@ USER = chat_pb2.ROLE_USER
 
 
 def _request(prompt: str, **fields: object) -> router_service_pb2.StreamCompleteRequest:
+    request_fields: dict[str, object] = {"model": "auto", **fields}
     return router_service_pb2.StreamCompleteRequest(
-        model="auto",
         messages=[chat_pb2.ChatMessage(role=USER, content=prompt)],
-        **fields,  # type: ignore[arg-type]
+        **request_fields,  # type: ignore[arg-type]
     )
 
 

@@ -16,6 +16,7 @@ from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.mesh import DEFAULT_PORTS, SERVICES, Mesh
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import error_details
+from llmmesh.traceview import fetch_from_jaeger, render_tree
 
 DEV_API_KEY = "llmmesh-dev-key"
 
@@ -94,6 +95,24 @@ def health(
         typer.echo(f"{service:<12} {host}:{port:<6} {status}")
     if not all_serving:
         raise typer.Exit(1)
+
+
+@app.command("trace")
+def trace_view(
+    trace_id: Annotated[
+        str, typer.Argument(help="Trace id (32 hex digits), e.g. from a log line.")
+    ],
+    jaeger: Annotated[
+        str, typer.Option(envvar="LLMMESH_JAEGER_URL", help="Jaeger query URL.")
+    ] = "http://127.0.0.1:16686",
+) -> None:
+    """Show where one request's time went, hop by hop, from Jaeger."""
+    try:
+        spans = fetch_from_jaeger(jaeger, trace_id)
+    except OSError as error:
+        typer.echo(f"cannot read trace {trace_id} from {jaeger}: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(render_tree(spans))
 
 
 def _health_status(address: str) -> str:

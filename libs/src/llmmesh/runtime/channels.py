@@ -19,6 +19,8 @@ KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 HEALTH_CHECK_TIMEOUT_S = 1.0
+INITIAL_RECONNECT_BACKOFF_MS = 200
+MAX_RECONNECT_BACKOFF_MS = 5_000
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -44,6 +46,9 @@ def open_channel(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # Retries are the router's decision, made with the caller's deadline in view.
         ("grpc.enable_retries", 0),
+        # Peers are near: reconnect quickly after a restart instead of backing off for long.
+        ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
     return grpc.aio.insecure_channel(
         dns_target(address),

@@ -59,6 +59,9 @@ class ServiceHost:
     async def run(self) -> None:
         server = self._build_server()
         self.port = server.add_insecure_port(f"{self._settings.listen_host}:{self._settings.port}")
+        # The health servicer starts out SERVING; nothing is, until its dependencies answer.
+        await self._health.set("", NOT_SERVING)
+        await self._health.set(self._service_name, NOT_SERVING)
         await server.start()
         await self._probe_dependencies()
         log.info("serving", port=self.port, grpc_service=self._service_name)

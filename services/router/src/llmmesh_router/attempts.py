@@ -142,7 +142,10 @@ class ChainRunner:
                     attempt_log.failed(model, failure)
                     if failure.reason == CONTEXT_LENGTH_EXCEEDED:
                         breaker.release_probe()
-                        pending = larger_window_models(policy, model, tried)
+                        # The chain's own larger models first, then the catalog's.
+                        pending = [
+                            m for m in pending if m.context_window > model.context_window
+                        ] or larger_window_models(policy, model, tried)
                         _note(semconv.EVENT_FALLBACK, model, failure)
                         break
                     if not _is_provider_fault(failure):

@@ -164,6 +164,16 @@ class FakeUpstream(abc.ABC):
         """Answers the next requests with these replies, in order."""
         self._script.extend(replies)
 
+    def reset(self) -> None:
+        """Forgets scripted replies not yet used and the requests received so far."""
+        self._script.clear()
+        self.requests.clear()
+
+    @property
+    def pending_replies(self) -> int:
+        """Scripted replies not yet used."""
+        return len(self._script)
+
     @property
     def request_count(self) -> int:
         return len(self.requests)

@@ -1,0 +1,1 @@
+"""Benchmarks of the cache service: lookup latency and semantic-hit quality."""

