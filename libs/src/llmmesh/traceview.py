@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -51,7 +52,7 @@ def render_tree(spans: Iterable[SpanRecord]) -> str:
 
     def walk(span: SpanRecord, depth: int) -> None:
         marks = " !" if span.error else ""
-        events = f"  [{', '.join(span.events)}]" if span.events else ""
+        events = f" [{', '.join(span.events)}]" if span.events else ""
         lines.append(
             f"{(span.start_ns - trace_start) / 1e6:>10.2f} {span.duration_ms:>12.2f}  "
             f"{'  ' * depth}{span.service}: {span.name}{marks}{events}"
@@ -67,8 +68,12 @@ def render_tree(spans: Iterable[SpanRecord]) -> str:
 def fetch_from_jaeger(base_url: str, trace_id: str, timeout_s: float = 10.0) -> list[SpanRecord]:
     """The trace's spans from Jaeger's HTTP query API (`/api/traces/<id>`)."""
     url = f"{base_url.rstrip('/')}/api/traces/{trace_id}"
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
-        document = json.load(response)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            document = json.load(response)
+    except urllib.error.HTTPError as error:
+        error.close()
+        raise OSError(f"Jaeger answered HTTP {error.code}") from None
     return spans_from_jaeger(document)
 
 
