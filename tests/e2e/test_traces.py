@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pathlib
 import secrets
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import FakeOpenAI, UpstreamProblem, http_error
 from llmmesh.testing.mesh import AUTH_METADATA, DEV_API_KEY, local_mesh
 from llmmesh.testing.otlp_collector import OtlpCollector
+from llmmesh.testing.ports import free_port
 from llmmesh.testing.redis_server import RedisServer
 from llmmesh.traceview import SpanRecord, render_tree
 
@@ -32,6 +34,7 @@ LOOKUP = "llmmesh.cache.v1.CacheService/Lookup"
 GENERATE = "llmmesh.provider.v1.ProviderService/Generate"
 PROVIDER = "llmmesh-provider"
 CHAT = "chat primary-upstream"
+PROMETHEUS_PORT = free_port()
 
 # (service, kind, name) of a parent span -> (service, kind, name) of its child.
 EDGES = [
@@ -99,6 +102,7 @@ def mesh(upstream: FakeOpenAI, collector: OtlpCollector, log_path: pathlib.Path)
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "LLMMESH_ROUTER_PROMETHEUS_PORT": str(PROMETHEUS_PORT),
     }
     try:
         with local_mesh(log_path, env) as running:
@@ -259,3 +263,13 @@ def test_genai_and_gateway_metrics_are_exported(
         "llmmesh.streams.in_flight",
     }
     collector.wait_for(lambda _spans: wanted <= collector.metric_names)
+
+
+def test_router_serves_its_metrics_for_prometheus_to_scrape(
+    streamed_trace: list[SpanRecord],
+) -> None:
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        exposition = response.read().decode()
+    assert "gen_ai_client_operation_duration_seconds_count" in exposition
+    assert "llmmesh_cost" in exposition
