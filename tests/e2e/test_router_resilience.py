@@ -15,10 +15,10 @@ import grpc.aio
 import pytest
 import yaml
 
-from llmmesh.common.v1 import chat_pb2
+from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.mesh import Mesh
 from llmmesh.policy import hash_api_key
-from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
+from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import ErrorDetails, error_details
 from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import (
@@ -41,7 +41,24 @@ def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str
                 "output_price_per_1k": 0.002, "quality": 5}  # fmt: skip
 
     return {
-        "tenants": [{"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]}],
+        "tenants": [
+            {"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]},
+            *({"name": name, "tier": name, "api_keys_sha256": [hash_api_key(f"{name}-key")]}
+              for name in ("tiny", "metered", "single", "recall")),
+        ],
+        "limits": {
+            "tiers": {
+                "default": [],
+                "tiny": [{"name": "tenant-requests", "kind": "requests", "scope": "tenant",
+                          "limit": 2, "window_s": 60}],
+                "metered": [{"name": "tenant-tokens", "kind": "tokens", "scope": "tenant",
+                             "limit": 300, "window_s": 600}],
+                "single": [{"name": "tenant-in-flight", "kind": "concurrency", "scope": "tenant",
+                            "limit": 1}],
+                "recall": [],
+            }
+        },
+        "cache": {"tenants": {"recall": {"mode": "semantic"}}},
         "models": [
             model("primary", "primary"),
             model("secondary", "secondary"),
@@ -52,6 +69,7 @@ def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str
         "routing": {
             "fallbacks": {"primary": ["secondary"], "small-window": ["large-window"]},
             "retry": {"max_attempts_per_model": 2, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+            "degraded": {"serve_from_cache": True, "similarity_threshold": 0.5},
             "breaker": {
                 "consecutive_failures": consecutive_failures,
                 "recovery_timeout_s": 1.0,
@@ -64,6 +82,8 @@ def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str
                  "api_key_env": "FAKE_UPSTREAM_KEY"}
                 for name, fake in fakes.items()
             ]
+            + [{"name": "embedder", "backend": "simulated"}],
+            "embeddings": {"instance": "embedder"},
         },
     }  # fmt: skip
 
@@ -121,14 +141,22 @@ def _request(
     )
 
 
+def _expect_rate_limited(error: grpc.aio.AioRpcError) -> None:
+    if error_details(error).reason != "RATE_LIMITED":
+        raise error
+
+
+def _key_of(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {tenant}-key"),)
+
+
 async def _complete(
     router: router_service_pb2_grpc.RouterServiceStub,
     request: router_service_pb2.StreamCompleteRequest,
     timeout_s: float = 10.0,
+    metadata: tuple[tuple[str, str], ...] = AUTH_METADATA,
 ) -> tuple[str, router_service_pb2.StreamCompleteResponse]:
-    events = [
-        e async for e in router.StreamComplete(request, metadata=AUTH_METADATA, timeout=timeout_s)
-    ]
+    events = [e async for e in router.StreamComplete(request, metadata=metadata, timeout=timeout_s)]
     text = "".join(e.delta.text for e in events if e.HasField("delta"))
     return text, events[-1]
 
@@ -137,12 +165,11 @@ async def _failure(
     router: router_service_pb2_grpc.RouterServiceStub,
     request: router_service_pb2.StreamCompleteRequest,
     timeout_s: float = 10.0,
+    metadata: tuple[tuple[str, str], ...] = AUTH_METADATA,
 ) -> tuple[list[str], ErrorDetails]:
     deltas: list[str] = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for event in router.StreamComplete(
-            request, metadata=AUTH_METADATA, timeout=timeout_s
-        ):
+        async for event in router.StreamComplete(request, metadata=metadata, timeout=timeout_s):
             deltas.append(event.delta.text)
     return deltas, error_details(caught.value)
 
@@ -294,3 +321,84 @@ async def test_unknown_priority_is_invalid_argument_naming_the_field(
     _, details = await _failure(router, _request("auto", priority=42))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in details.field_violations] == ["priority"]
+
+
+async def test_rate_limited_request_gets_resource_exhausted_with_quota_failure_and_retry_info(
+    router: router_service_pb2_grpc.RouterServiceStub,
+) -> None:
+    for _ in range(2):
+        await _complete(router, _request("primary"), metadata=_key_of("tiny"))
+    _, details = await _failure(router, _request("primary"), metadata=_key_of("tiny"))
+    assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.reason == "RATE_LIMITED"
+    assert [v.subject for v in details.quota_violations] == ["tenant:tenant-requests"]
+    assert details.retry_after_s is not None
+    assert 0 < details.retry_after_s <= 60
+
+
+async def test_settlement_refunds_what_the_estimate_took_beyond_real_usage(
+    router: router_service_pb2_grpc.RouterServiceStub,
+) -> None:
+    # Each request reserves ~215 tokens (prompt + max_tokens) of a 300-token budget but
+    # uses ~10: only settlement with the real usage lets the next ones in.
+    parameters = chat_pb2.GenerationParameters(max_tokens=200)
+    for _ in range(4):
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    await _complete(
+                        router, _request("primary", parameters=parameters),
+                        metadata=_key_of("metered"),
+                    )  # fmt: skip
+                    break
+                except grpc.aio.AioRpcError as error:
+                    # The previous settlement runs just after its answer; give it a moment.
+                    _expect_rate_limited(error)
+                    await asyncio.sleep(0.05)
+
+
+async def test_cancelled_request_releases_its_concurrency_slot(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    fakes["primary"].enqueue(slow_tokens(0.5))
+    call = router.StreamComplete(_request("primary"), metadata=_key_of("single"), timeout=10)
+    assert (await call.read()).HasField("delta")
+    _, refused = await _failure(router, _request("primary"), metadata=_key_of("single"))
+    assert refused.reason == "RATE_LIMITED"
+    call.cancel()
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                await _complete(router, _request("primary"), metadata=_key_of("single"))
+                return
+            except grpc.aio.AioRpcError as error:
+                _expect_rate_limited(error)
+                await asyncio.sleep(0.05)
+
+
+async def test_when_every_model_fails_a_similar_cached_answer_is_served_flagged_degraded(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    original, _ = await _complete(
+        router, _request("flaky", "What is the capital city of France?"), metadata=_key_of("recall")
+    )
+    await asyncio.sleep(0.3)  # the store runs just after the answer
+    fakes["flaky"].enqueue(*[http_error(UpstreamProblem.SERVER_ERROR)] * 2)
+    exact_only = router_pb2.CacheControl(mode=caching_pb2.CACHE_MODE_EXACT)
+    text, last = await _complete(
+        router,
+        _request("flaky", "Tell me the capital city of France", cache=exact_only),
+        metadata=_key_of("recall"),
+    )
+    assert text == original
+    assert last.summary.degraded
+    assert last.summary.cache_status == caching_pb2.CACHE_STATUS_SEMANTIC
+
+
+async def test_when_every_model_fails_and_nothing_similar_is_cached_the_status_says_so(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    fakes["flaky"].enqueue(*[http_error(UpstreamProblem.SERVER_ERROR)] * 2)
+    _, details = await _failure(router, _request("flaky"), metadata=_key_of("recall"))
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "NO_MODEL_AVAILABLE"
