@@ -61,6 +61,8 @@ class Mesh:
         self._env = mesh_environment(self.ports, env if env is not None else os.environ)
         self._log_to = log_to
         self.processes: dict[str, MeshProcess] = {}
+        # Further replicas started with add_replica, stopped with the rest.
+        self.replicas: list[MeshProcess] = []
 
     @property
     def router_address(self) -> str:
@@ -68,22 +70,33 @@ class Mesh:
 
     def start(self) -> None:
         for service in SERVICES:
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"llmmesh_{service}"],
-                env=self._env,
-                stdout=self._log_to,
-                stderr=self._log_to,
-            )
-            self.processes[service] = MeshProcess(service, self.ports[service], process)
+            self.processes[service] = self._spawn(service, self.ports[service])
         try:
             for service in SERVICES:
-                self.wait_serving(service)
+                self.wait_serving(self.processes[service])
         except BaseException:
             self.stop()
             raise
 
-    def wait_serving(self, service: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
-        member = self.processes[service]
+    def add_replica(self, service: str, port: int | None = None) -> MeshProcess:
+        """One more process of `service`, on its own port or (SO_REUSEPORT) a shared one."""
+        replica = self._spawn(service, port or self.ports[service])
+        self.replicas.append(replica)
+        self.wait_serving(replica)
+        return replica
+
+    def _spawn(self, service: str, port: int) -> MeshProcess:
+        env = {**self._env, f"LLMMESH_{service.upper()}_PORT": str(port)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"llmmesh_{service}"],
+            env=env,
+            stdout=self._log_to,
+            stderr=self._log_to,
+        )
+        return MeshProcess(service, port, process)
+
+    def wait_serving(self, member: MeshProcess, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        service = member.service
         deadline = time.monotonic() + timeout_s
         with grpc.insecure_channel(member.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -101,21 +114,26 @@ class Mesh:
                 time.sleep(0.05)
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM to every service (the router first, so it drains before its peers)."""
-        codes: dict[str, int] = {}
-        for service in reversed(SERVICES):
-            member = self.processes.get(service)
-            if member is not None and member.process.poll() is None:
+        """SIGTERM to every process (routers first, so they drain before their peers);
+        returns each service's worst exit code."""
+        members = [
+            *self.replicas,
+            *(self.processes[s] for s in reversed(SERVICES) if s in self.processes),
+        ]
+        members.sort(key=lambda m: SERVICES.index(m.service), reverse=True)
+        for member in members:
+            if member.process.poll() is None:
                 member.process.send_signal(signal.SIGTERM)
-        for service in reversed(SERVICES):
-            member = self.processes.get(service)
-            if member is None:
-                continue
+        codes: dict[str, int] = {}
+        for member in members:
             try:
-                codes[service] = member.process.wait(STOP_TIMEOUT_S)
+                code = member.process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 member.process.kill()
-                codes[service] = member.process.wait()
+                code = member.process.wait()
+            codes[member.service] = (
+                code if codes.get(member.service, 0) == 0 else codes[member.service]
+            )
         return codes
 
 

@@ -27,7 +27,7 @@ from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import RpcFailure
 from llmmesh_router import observability
 from llmmesh_router.backoff import BackoffPolicy
-from llmmesh_router.breaker import BreakerRegistry
+from llmmesh_router.breaker import BreakerRegistry, CircuitBreaker, ProbeClaims
 from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import peer_failure
 from llmmesh_router.policy import CatalogModel, RouterPolicy
@@ -94,9 +94,11 @@ class ChainRunner:
         breakers: BreakerRegistry,
         policy_source: Callable[[], RouterPolicy],
         rng: random.Random | None = None,
+        probe_claims: ProbeClaims | None = None,
     ) -> None:
         self._provider = provider
         self._breakers = breakers
+        self._probe_claims = probe_claims
         self._policy_source = policy_source
         self._rng = rng or random.Random()
 
@@ -120,7 +122,7 @@ class ChainRunner:
             tried.add(model.name)
             breaker = self._breakers.get(model.provider, model.upstream_model)
             for attempt in range(1, policy.routing.retry.max_attempts_per_model + 1):
-                if not breaker.allows_request():
+                if not await self._may_call(breaker):
                     skipped.append(model.name)
                     break
                 attempt_log.attempts += 1
@@ -171,6 +173,16 @@ class ChainRunner:
             if deadline.remaining_s() <= 0:
                 break
         raise AllModelsFailed(attempt_log, skipped)
+
+    async def _may_call(self, breaker: CircuitBreaker) -> bool:
+        if not breaker.allows_request():
+            return False
+        # Half-open: one probe for the whole mesh, not one per replica.
+        claims = self._probe_claims
+        if breaker.probing and claims is not None and not await claims.claim_probe(breaker.key):
+            breaker.release_probe()
+            return False
+        return True
 
     async def _attempt(
         self,

@@ -32,12 +32,10 @@ class BreakerSettings:
     recovery_timeout_s: float = 30.0
 
 
-class BreakerStateStore(Protocol):
-    """Shares open/closed transitions between router replicas."""
+class ProbeClaims(Protocol):
+    """Decides which router replica sends the one probe of a half-open circuit."""
 
-    def publish(self, key: str, state: BreakerState, opened_at: float) -> None: ...
-
-    async def claim_probe(self, key: str, ttl_s: float) -> bool: ...
+    async def claim_probe(self, key: str) -> bool: ...
 
 
 StateListener = Callable[[str, BreakerState, BreakerState], None]
@@ -78,6 +76,11 @@ class CircuitBreaker:
         self._transition(BreakerState.HALF_OPEN)
         self._probe_in_flight = True
         return True
+
+    @property
+    def probing(self) -> bool:
+        """True while the half-open circuit's single probe is out."""
+        return self._probe_in_flight
 
     def is_open(self) -> bool:
         """True while calls are refused outright (open, or half-open with the probe out)."""
@@ -153,16 +156,21 @@ class BreakerRegistry:
     ) -> None:
         self._settings = settings
         self._clock = clock
-        self._on_change = on_change
+        self._listeners: list[StateListener] = [on_change] if on_change else []
         self._breakers: dict[str, CircuitBreaker] = {}
+
+    def add_listener(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, key: str, old: BreakerState, new: BreakerState) -> None:
+        for listener in self._listeners:
+            listener(key, old, new)
 
     def get(self, instance: str, model: str) -> CircuitBreaker:
         key = f"{instance}/{model}"
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = CircuitBreaker(
-                key, self._settings, clock=self._clock, on_change=self._on_change
-            )
+            breaker = CircuitBreaker(key, self._settings, clock=self._clock, on_change=self._notify)
             self._breakers[key] = breaker
         return breaker
 

@@ -27,7 +27,7 @@ from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
 from llmmesh_router import observability
 from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
-from llmmesh_router.breaker import BreakerRegistry
+from llmmesh_router.breaker import BreakerRegistry, ProbeClaims
 from llmmesh_router.classifiers import Classifier
 from llmmesh_router.coalescing import Coalescer
 from llmmesh_router.deadline import Deadline
@@ -53,13 +53,16 @@ class CompletionPipeline:
         settings: RouterSettings,
         breakers: BreakerRegistry,
         classifier: Classifier,
+        probe_claims: ProbeClaims | None = None,
     ) -> None:
         self._policy = policy
         self._peers = peers
         self._settings = settings
         self._breakers = breakers
         self._classifier = classifier
-        self._runner = ChainRunner(peers.provider, breakers, lambda: self._policy)
+        self._runner = ChainRunner(
+            peers.provider, breakers, lambda: self._policy, probe_claims=probe_claims
+        )
         self._coalescer: Coalescer[GenerationEvent] = Coalescer()
         self._background: set[asyncio.Task[None]] = set()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
-from llmmesh.runtime.settings import ServiceSettings
+from llmmesh.runtime.settings import ServiceSettings, shared
 
 
 class RouterSettings(ServiceSettings):
@@ -23,3 +23,5 @@ class RouterSettings(ServiceSettings):
     default_max_tokens: int = pydantic.Field(default=512, gt=0)
     # Upper bound for requests that arrive without a deadline.
     default_timeout_s: float = pydantic.Field(default=120.0, gt=0)
+    # Redis for sharing circuit breaker state (policy `routing.breaker.shared`).
+    redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmmesh.runtime.wiring import Wiring
+import redis.asyncio as redis
+
+from llmmesh.policy import PolicyError
+from llmmesh.runtime.wiring import Closer, Wiring
 from llmmesh_router import observability
 from llmmesh_router.breaker import BreakerRegistry, BreakerSettings
+from llmmesh_router.breaker_sync import RedisBreakerSync
 from llmmesh_router.classifiers import Classifier, HeuristicClassifier, ModelClassifier
 from llmmesh_router.completion import CompletionPipeline
 from llmmesh_router.peers import Peers
@@ -37,13 +41,29 @@ async def build_servicer(settings: RouterSettings, policy_document: dict[str, An
         ),
         on_change=observability.record_circuit_change,
     )
+    closers: list[Closer] = []
+    sync = None
+    if breaker_policy.shared:
+        sync = await _shared_breakers(settings, breakers, breaker_policy.recovery_timeout_s)
+        closers.append(sync.close)
     pipeline = CompletionPipeline(
-        policy, peers, settings, breakers, build_classifier(policy, peers)
+        policy, peers, settings, breakers, build_classifier(policy, peers), probe_claims=sync
     )
     servicer = RouterServicer(policy, pipeline)
     return Wiring(
         servicer=servicer,
         dependency_checks=[peers.all_serving],
-        closers=[pipeline.aclose, peers.close],
+        closers=[pipeline.aclose, peers.close, *closers],
         reloaders=[lambda document: servicer.replace_policy(load_router_policy(document))],
     )
+
+
+async def _shared_breakers(
+    settings: RouterSettings, breakers: BreakerRegistry, recovery_timeout_s: float
+) -> RedisBreakerSync:
+    if not settings.redis_url:
+        raise PolicyError("invalid policy: routing.breaker.shared: needs LLMMESH_REDIS_URL")
+    sync = RedisBreakerSync(redis.from_url(settings.redis_url), breakers, recovery_timeout_s)
+    await sync.start()
+    breakers.add_listener(sync.publish)
+    return sync
