@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import queue
@@ -25,8 +26,10 @@ def _lines(stream: object) -> queue.Queue[str]:
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
-        for raw in stream:  # type: ignore[attr-defined]
-            lines.put(raw.decode(errors="replace"))
+        # The stream may be closed under it when the test fails early.
+        with contextlib.suppress(ValueError, OSError):
+            for raw in stream:  # type: ignore[attr-defined]
+                lines.put(raw.decode(errors="replace"))
         lines.put("")
 
     threading.Thread(target=pump, daemon=True).start()
@@ -55,11 +58,17 @@ def test_make_run_in_a_fresh_clone_streams_an_answer_and_stops_cleanly(
             line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
             assert line, "make run ended before an answer was streamed:\n" + "".join(output)
             output.append(line)
-    finally:
+        # Ctrl-C in a terminal: SIGINT to the whole process group.
         os.killpg(process.pid, signal.SIGINT)
         process.wait(60)
-    while (line := lines.get(timeout=10)) != "":
-        output.append(line)
+        while (line := lines.get(timeout=10)) != "":
+            output.append(line)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
     text = "".join(output)
     assert (clone / ".venv" / "bin" / "llmmesh").exists()
     assert "stopping..." in text

@@ -73,12 +73,14 @@ class ServiceHost:
         try:
             await self._stop_requested.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
+            # The handlers stay during the drain: a second signal (Ctrl-C reaches every
+            # process of the group, then a supervisor sends SIGTERM) must not kill it.
             await self._drain(server)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         """Starts the drain, as SIGTERM does (for hosts that embed the service)."""
