@@ -75,28 +75,29 @@ def _end_span_with_call(call: grpc.aio.Call, span: Span) -> None:
     task.add_done_callback(_span_endings.discard)
 
 
+async def _traced_call(
+    continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+) -> Any:
+    if _method_name(details).startswith(UNTRACED_PREFIXES):
+        return await continuation(details, request)
+    span, new_details = _start_span(details)
+    call = await continuation(new_details, request)
+    _end_span_with_call(call, span)
+    return call
+
+
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        if _method_name(details).startswith(UNTRACED_PREFIXES):
-            return await continuation(details, request)
-        span, new_details = _start_span(details)
-        call = await continuation(new_details, request)
-        _end_span_with_call(call, span)
-        return call
+        return await _traced_call(continuation, details, request)
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        if _method_name(details).startswith(UNTRACED_PREFIXES):
-            return await continuation(details, request)
-        span, new_details = _start_span(details)
-        call = await continuation(new_details, request)
-        _end_span_with_call(call, span)
-        return call
+        return await _traced_call(continuation, details, request)
 
 
 def client_tracing_interceptors() -> list[grpc.aio.ClientInterceptor]:
