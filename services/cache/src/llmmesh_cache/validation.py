@@ -7,6 +7,7 @@ import math
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.runtime.errors import FieldViolation, invalid_argument
+from llmmesh.validation import conversation_violations, sampling_violations
 from llmmesh_cache.policy import CachePolicy
 
 
@@ -22,19 +23,8 @@ def _scope_violations(
         violations.append(FieldViolation("scope.tenant", "not a tenant of the policy"))
     if not scope.model:
         violations.append(FieldViolation("scope.model", "required"))
-    if not scope.messages:
-        violations.append(FieldViolation("scope.messages", "at least one message is required"))
-    for position, message in enumerate(scope.messages):
-        if message.role not in chat_pb2.Role.values() or message.role == chat_pb2.ROLE_UNSPECIFIED:
-            violations.append(FieldViolation(f"scope.messages[{position}].role", "must be set"))
-    if scope.messages and not scope.messages[-1].content.strip():
-        last = len(scope.messages) - 1
-        violations.append(
-            FieldViolation(f"scope.messages[{last}].content", "the prompt must not be empty")
-        )
-    parameters = scope.parameters
-    if parameters.HasField("temperature") and not 0.0 <= parameters.temperature <= 2.0:
-        violations.append(FieldViolation("scope.parameters.temperature", "must be in [0, 2]"))
+    violations.extend(conversation_violations(scope.messages, "scope.messages"))
+    violations.extend(sampling_violations(scope.parameters, "scope.parameters"))
     return violations
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from llmmesh.common.v1 import chat_pb2
 from llmmesh.provider.v1 import provider_service_pb2
 from llmmesh.runtime.errors import FieldViolation, invalid_argument
+from llmmesh.validation import conversation_violations, sampling_violations
 from llmmesh_provider.backend import Message, MessageRole, ResponseFormat, Sampling
 
 _ROLES: dict[int, MessageRole] = {
@@ -53,30 +54,19 @@ def validate_generate(request: provider_service_pb2.GenerateRequest) -> ValidGen
 def _messages(
     request: provider_service_pb2.GenerateRequest, violations: list[FieldViolation]
 ) -> tuple[Message, ...]:
-    if not request.messages:
-        violations.append(FieldViolation("messages", "must hold at least one message"))
-        return ()
-    messages = []
+    violations.extend(conversation_violations(request.messages))
     for index, message in enumerate(request.messages):
-        field = f"messages[{index}]"
-        role = _ROLES.get(message.role)
         if message.role == chat_pb2.ROLE_TOOL:
             violations.append(
-                FieldViolation(f"{field}.role", "ROLE_TOOL needs tool calls, not supported yet")
+                FieldViolation(
+                    f"messages[{index}].role", "ROLE_TOOL needs tool calls, not supported yet"
+                )
             )
-        elif role is None:
-            violations.append(
-                FieldViolation(f"{field}.role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT")
-            )
-        if not message.content:
-            violations.append(FieldViolation(f"{field}.content", "must not be empty"))
-        if role is not None:
-            messages.append(Message(role=role, content=message.content, name=message.name))
-    if messages and all(m.role == "system" for m in messages):
-        violations.append(
-            FieldViolation("messages", "must hold at least one user or assistant message")
-        )
-    return tuple(messages)
+    return tuple(
+        Message(role=_ROLES[m.role], content=m.content, name=m.name)
+        for m in request.messages
+        if m.role in _ROLES
+    )
 
 
 def _sampling(
@@ -85,19 +75,11 @@ def _sampling(
     field = "parameters"
     temperature = parameters.temperature if parameters.HasField("temperature") else None
     top_p = parameters.top_p if parameters.HasField("top_p") else None
-    if temperature is not None and not 0 <= temperature <= 2:
-        violations.append(FieldViolation(f"{field}.temperature", "must be within [0, 2]"))
-    if top_p is not None and not 0 < top_p <= 1:
-        violations.append(FieldViolation(f"{field}.top_p", "must be within (0, 1]"))
-    if parameters.max_tokens < 0:
-        violations.append(FieldViolation(f"{field}.max_tokens", "must not be negative"))
+    violations.extend(sampling_violations(parameters, field))
     if len(parameters.stop) > MAX_STOP_SEQUENCES:
         violations.append(
             FieldViolation(f"{field}.stop", f"at most {MAX_STOP_SEQUENCES} sequences")
         )
-    for index, stop in enumerate(parameters.stop):
-        if not stop:
-            violations.append(FieldViolation(f"{field}.stop[{index}]", "must not be empty"))
     if parameters.tools:
         violations.append(
             FieldViolation(f"{field}.tools", "tool calls are not supported by the provider yet")

@@ -1,0 +1,58 @@
+"""Checks every service applies to a conversation and its sampling settings.
+
+Each returns every problem at once, as BadRequest field violations named by their path
+under `field` (so the cache, which nests the conversation in a scope, names
+`scope.messages[2].role`). Services add their own rules on top.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from llmmesh.common.v1 import chat_pb2
+from llmmesh.runtime.errors import FieldViolation
+
+KNOWN_ROLES = frozenset(
+    {chat_pb2.ROLE_SYSTEM, chat_pb2.ROLE_USER, chat_pb2.ROLE_ASSISTANT, chat_pb2.ROLE_TOOL}
+)
+
+
+def conversation_violations(
+    messages: Sequence[chat_pb2.ChatMessage], field: str = "messages"
+) -> list[FieldViolation]:
+    if not messages:
+        return [FieldViolation(field, "at least one message is required")]
+    violations = []
+    for index, message in enumerate(messages):
+        if message.role not in KNOWN_ROLES:
+            violations.append(
+                FieldViolation(f"{field}[{index}].role", f"unknown role {message.role}")
+            )
+        if not message.content.strip():
+            violations.append(FieldViolation(f"{field}[{index}].content", "must not be empty"))
+    if all(m.role == chat_pb2.ROLE_SYSTEM for m in messages):
+        violations.append(FieldViolation(field, "must hold a user or assistant message"))
+    return violations
+
+
+def sampling_violations(
+    parameters: chat_pb2.GenerationParameters, field: str = "parameters"
+) -> list[FieldViolation]:
+    violations = []
+    if parameters.HasField("temperature") and not _within(parameters.temperature, 0.0, 2.0):
+        violations.append(FieldViolation(f"{field}.temperature", "must be within [0, 2]"))
+    if parameters.HasField("top_p") and not (
+        _within(parameters.top_p, 0.0, 1.0) and parameters.top_p > 0
+    ):
+        violations.append(FieldViolation(f"{field}.top_p", "must be within (0, 1]"))
+    if parameters.max_tokens < 0:
+        violations.append(FieldViolation(f"{field}.max_tokens", "must not be negative"))
+    for index, stop in enumerate(parameters.stop):
+        if not stop:
+            violations.append(FieldViolation(f"{field}.stop[{index}]", "must not be empty"))
+    return violations
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    return not math.isnan(value) and low <= value <= high
