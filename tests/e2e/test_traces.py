@@ -242,7 +242,12 @@ def test_failover_shows_every_attempt_in_the_trace(
             if s.trace_id == trace_id and s.service == ROUTER and s.name.startswith("chat ")
         ]  # fmt: skip
 
-    collector.wait_for(lambda spans: len(attempts(spans)) == 3)
+    def finished(spans: list[SpanRecord]) -> bool:
+        # The server span ends last, after the attempts it holds.
+        mine = [s for s in spans if s.trace_id == trace_id]
+        return len(attempts(spans)) == 3 and bool(_find(mine, ROUTER, "SERVER", STREAM))
+
+    collector.wait_for(finished)
     names = sorted(s.name for s in attempts(collector.spans))
     assert names == ["chat backup-upstream", "chat primary-upstream", "chat primary-upstream"]
     assert sum(s.error for s in attempts(collector.spans)) == 2
