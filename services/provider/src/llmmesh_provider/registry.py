@@ -10,10 +10,8 @@ import structlog
 
 from llmmesh.runtime.errors import FieldViolation, RpcFailure
 from llmmesh_provider.backend import ChatBackend, Embedder
-from llmmesh_provider.backends.anthropic_backend import AnthropicBackend
 from llmmesh_provider.backends.local_embedder import LocalEmbedder
 from llmmesh_provider.backends.ollama_backend import OllamaBackend
-from llmmesh_provider.backends.openai_backend import OpenAIBackend
 from llmmesh_provider.backends.simulated_backend import SimulatedBackend
 from llmmesh_provider.config import (
     AnthropicInstance,
@@ -168,6 +166,9 @@ async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) ->
         )
         return _ready(config, chat=None, embedder=None, missing_key_env=config.api_key_env)
     if isinstance(config, OpenAIInstance):
+        # Imported on use: each SDK costs tens of MB of memory in every process.
+        from llmmesh_provider.backends.openai_backend import OpenAIBackend
+
         openai_backend = OpenAIBackend(
             config.name,
             base_url=str(config.base_url),
@@ -183,7 +184,9 @@ async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) ->
     return _ready(config, chat=_anthropic(config, api_key), embedder=None)
 
 
-def _anthropic(config: AnthropicInstance, api_key: str) -> AnthropicBackend:
+def _anthropic(config: AnthropicInstance, api_key: str) -> ChatBackend:
+    from llmmesh_provider.backends.anthropic_backend import AnthropicBackend
+
     return AnthropicBackend(
         config.name,
         base_url=str(config.base_url),

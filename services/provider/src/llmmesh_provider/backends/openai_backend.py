@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
+import httpx2
 import openai
 from openai.types.chat import (
     ChatCompletionAssistantMessageParam,
-    ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionSystemMessageParam,
     ChatCompletionUserMessageParam,
@@ -77,8 +78,10 @@ class OpenAIBackend:
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         target = UpstreamTarget(self._instance, BACKEND, request.model)
+        # The SDK builds, sends and checks the request; the SSE body is read raw, with one
+        # json.loads per frame instead of a pydantic model per chunk.
         try:
-            stream = await self._client.chat.completions.create(
+            opened = self._client.chat.completions.with_streaming_response.create(
                 model=request.model,
                 messages=[_message(m) for m in request.messages],
                 stream=True,
@@ -86,29 +89,51 @@ class OpenAIBackend:
                 timeout=request.timeout_s,
                 **_sampling_arguments(request.sampling),
             )
+            response = await opened.__aenter__()
         except openai.APIError as exc:
             raise self._failure(target, exc, request.timeout_s, body_started=False) from None
-        header_request_id = stream.response.headers.get("x-request-id", "")
+        header_request_id = response.headers.get("x-request-id", "")
         finish_reason: FinishReason | None = None
         usage = Usage()
         chunk_id = ""
         response_model = request.model
         try:
-            async with stream:
-                async for chunk in _checked(stream, target):
-                    chunk_id = chunk_id or chunk.id
-                    response_model = chunk.model or response_model
-                    if chunk.usage is not None:
-                        usage = _usage(chunk)
-                    for choice in chunk.choices:
-                        if choice.delta.content:
-                            yield TextChunk(choice.delta.content)
-                        if choice.finish_reason is not None:
-                            finish_reason = _FINISH_REASONS.get(
-                                choice.finish_reason, FinishReason.UNSPECIFIED
-                            )
-        except openai.APIError as exc:
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(payload)
+                except ValueError as exc:
+                    raise malformed(target, f"a chunk is not JSON: {exc}") from None
+                if "error" in chunk:
+                    raise failure_from_http(
+                        target,
+                        _http_error(500, {}, chunk, "error in stream"),
+                        secret=self._api_key,
+                    )
+                choices = chunk.get("choices")
+                if not isinstance(choices, list):
+                    raise malformed(target, "chunk without choices")
+                chunk_id = chunk_id or chunk.get("id", "")
+                response_model = chunk.get("model") or response_model
+                if chunk.get("usage"):
+                    usage = _usage_from_dict(chunk["usage"])
+                for choice in choices:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield TextChunk(content)
+                    reason = choice.get("finish_reason")
+                    if reason is not None:
+                        finish_reason = _FINISH_REASONS.get(reason, FinishReason.UNSPECIFIED)
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            if isinstance(exc, httpx2.HTTPError):
+                raise stream_cut(target) from None
             raise self._failure(target, exc, request.timeout_s, body_started=True) from None
+        finally:
+            await opened.__aexit__(None, None, None)
         if finish_reason is None:
             # The body ended cleanly but without a finish reason: a proxy cut it short.
             raise stream_cut(target)
@@ -158,23 +183,6 @@ class OpenAIBackend:
         return failure_from_http(
             target, _http_error(500, {}, exc.body, exc.message), secret=self._api_key
         )
-
-
-async def _checked(
-    stream: openai.AsyncStream[ChatCompletionChunk], target: UpstreamTarget
-) -> AsyncIterator[ChatCompletionChunk]:
-    """The stream's chunks; a chunk that is not JSON or not a chunk becomes an RpcFailure."""
-    iterator = stream.__aiter__()
-    while True:
-        try:
-            chunk = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        except ValueError as exc:  # json.JSONDecodeError from the SDK's SSE decoder
-            raise malformed(target, f"a chunk is not JSON: {exc}") from None
-        if not isinstance(getattr(chunk, "choices", None), list):
-            raise malformed(target, "chunk without choices")
-        yield chunk
 
 
 def _http_error(
@@ -235,14 +243,10 @@ def _sampling_arguments(sampling: Sampling) -> dict[str, Any]:
     return arguments
 
 
-def _usage(chunk: ChatCompletionChunk) -> Usage:
-    usage = chunk.usage
-    if usage is None:
-        return Usage()
-    details = usage.prompt_tokens_details
-    cached = details.cached_tokens if details is not None and details.cached_tokens else 0
+def _usage_from_dict(usage: dict[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details") or {}
     return Usage(
-        input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens,
-        cached_input_tokens=cached,
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cached_input_tokens=int(details.get("cached_tokens") or 0),
     )
