@@ -47,7 +47,8 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def channel() -> AsyncIterator[grpc.aio.Channel]:
+async def channel(spans: InMemorySpanExporter) -> AsyncIterator[grpc.aio.Channel]:
+    # Spans are recorded (an SDK provider is installed) before the channel is opened.
     server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),

@@ -18,6 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llmmesh.runtime import semconv
+from llmmesh.runtime.telemetry import tracing_active
 
 tracer = trace.get_tracer("llmmesh.runtime.grpc")
 # Health probes go out every second to every peer; they are not traced.
@@ -101,4 +102,8 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
 
 
 def client_tracing_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors, or none while nothing records spans: an intercepted grpc.aio call
+    costs an extra task and wrapper on every call of the hot path."""
+    if not tracing_active():
+        return []
     return [_UnaryUnary(), _UnaryStream()]

@@ -46,6 +46,11 @@ class Telemetry:
 
 
 def configure_telemetry(service: str, *, prometheus_port: int = 0) -> Telemetry | None:
+    """Installs the SDK only for the signals that go somewhere.
+
+    A signal with no destination keeps the API's no-op provider: spans that nobody will
+    read cost CPU on every call of the hot path (measured in docs/benchmarks.md).
+    """
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     attributes = {"service.namespace": "llmmesh"}
@@ -57,7 +62,8 @@ def configure_telemetry(service: str, *, prometheus_port: int = 0) -> Telemetry 
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(tracer_provider)
+        trace.set_tracer_provider(tracer_provider)
+        _instrument_libraries()
     readers: list[MetricReader] = []
     if _exporter_wanted("METRICS"):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -66,9 +72,14 @@ def configure_telemetry(service: str, *, prometheus_port: int = 0) -> Telemetry 
     if prometheus_port:
         readers.append(_prometheus_reader(prometheus_port))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    metrics.set_meter_provider(meter_provider)
-    _instrument_libraries()
+    if readers:
+        metrics.set_meter_provider(meter_provider)
     return Telemetry(tracer_provider, meter_provider)
+
+
+def tracing_active() -> bool:
+    """True when spans are recorded: an SDK tracer provider is installed."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
 def _prometheus_reader(port: int) -> MetricReader:

@@ -115,17 +115,26 @@ class CompletionPipeline:
         prompt_tokens = estimate_prompt_tokens(request.messages)
         decision = await self._route(request, prompt_tokens + parameters.max_tokens, deadline)
         reserved_model = decision.chain[0].name if decision.chain else request.model
-        reservation_id = await self._reserve(
-            tenant, reserved_model, prompt_tokens + parameters.max_tokens, request_id, deadline
-        )
         scope = cache_pb2.CacheScope(
             tenant=tenant.name, model=request.model, messages=request.messages,
             parameters=parameters,
         )  # fmt: skip
+        # A lookup changes nothing, so it runs alongside the reservation to save a hop;
+        # a denial still wins over a hit.
+        lookup = asyncio.ensure_future(self._lookup(scope, request.cache, deadline))
+        try:
+            reservation_id = await self._reserve(
+                tenant, reserved_model, prompt_tokens + parameters.max_tokens, request_id, deadline
+            )
+        except BaseException:
+            lookup.cancel()
+            # Its outcome no longer matters; retrieving it keeps asyncio from reporting it.
+            lookup.add_done_callback(lambda task: task.cancelled() or task.exception())
+            raise
         settlement: Awaitable[None] | None = None
         streamed_chars = 0
         try:
-            hit = await self._lookup(scope, request.cache, deadline)
+            hit = await lookup
             if hit is not None:
                 async for event in self._replay(hit, request_id, degraded=False):
                     yield event
