@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PROMPT ?= In two sentences, why does a production LLM gateway need rate limits?
 
-.PHONY: run test install install-dev system-deps check protos protos-generate lint typecheck unit clean
+.PHONY: run test install install-dev system-deps check protos protos-generate lint typecheck unit bench clean
 
 ## run: install the mesh into .venv, start the four services and stream an answer (Ctrl-C stops)
 run: install
@@ -44,6 +44,10 @@ typecheck:
 
 unit:
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+## bench: measure the mesh against its upstream (about 3 minutes); rewrites docs/benchmarks.md
+bench: system-deps install-dev
+	$(BIN)/python -m bench.mesh
 
 ## protos-generate: regenerate the Python stubs in libs/ after editing protos/
 protos-generate:
