@@ -17,6 +17,9 @@ import time
 
 import pytest
 
+from llmmesh.mesh import SERVICES
+from llmmesh.testing.ports import free_port
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL_AND_ANSWER_TIMEOUT_S = 600
 SUMMARY_LINE = re.compile(r"\[sim-\S+ via simulated .* tokens .* request [0-9a-f]{32}\]")
@@ -46,6 +49,9 @@ def test_make_run_in_a_fresh_clone_streams_an_answer_and_stops_cleanly(
     env["PATH"] = os.pathsep.join(
         p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(REPO_ROOT))
     )
+    # Free ports, so a mesh already running on the default ones cannot get in the way.
+    for service in SERVICES:
+        env[f"LLMMESH_{service.upper()}_PORT"] = str(free_port())
     process = subprocess.Popen(
         ["make", "run"], cwd=clone, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -43,7 +43,12 @@ def up(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    mesh = Mesh(DEFAULT_PORTS, env)
+    # Each service's usual port variable moves it, as it would a service started alone.
+    ports = {
+        service: int(env.get(f"LLMMESH_{service.upper()}_PORT", port))
+        for service, port in DEFAULT_PORTS.items()
+    }
+    mesh = Mesh(ports, env)
     try:
         mesh.start()
         for service in SERVICES:
