@@ -20,7 +20,7 @@ from llmmesh_provider.backend import (
     TextChunk,
     Usage,
 )
-from llmmesh_provider.http_tracing import traced_http_client
+from llmmesh_provider.backends.sdk_clients import sdk_client_arguments, transport_failure
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
     UpstreamTarget,
@@ -28,7 +28,6 @@ from llmmesh_provider.upstream_errors import (
     malformed,
     stream_cut,
     timed_out,
-    unreachable,
 )
 
 BACKEND = "anthropic"
@@ -59,13 +58,8 @@ class AnthropicBackend:
         self._instance = instance
         self._api_key = api_key
         self._default_max_tokens = default_max_tokens
-        # max_retries=0: retries and fallbacks are the router's decision, made once.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=request_timeout_s,
-            http_client=traced_http_client(),
+            **sdk_client_arguments(api_key=api_key, base_url=base_url, timeout_s=request_timeout_s)
         )
 
     async def aclose(self) -> None:
@@ -141,10 +135,9 @@ class AnthropicBackend:
         *,
         body_started: bool,
     ) -> RpcFailure:
-        if isinstance(exc, anthropic.APITimeoutError):
-            return timed_out(target, timeout_s)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return stream_cut(target) if body_started else unreachable(target)
+        transport = transport_failure(anthropic, target, exc, timeout_s, body_started=body_started)
+        if transport is not None:
+            return transport
         if isinstance(exc, anthropic.APIStatusError):
             # An in-stream `error` event arrives as an APIStatusError with the stream's 200.
             return failure_from_http(

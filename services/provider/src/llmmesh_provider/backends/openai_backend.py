@@ -27,15 +27,13 @@ from llmmesh_provider.backend import (
     TextChunk,
     Usage,
 )
-from llmmesh_provider.http_tracing import traced_http_client
+from llmmesh_provider.backends.sdk_clients import sdk_client_arguments, transport_failure
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
     UpstreamTarget,
     failure_from_http,
     malformed,
     stream_cut,
-    timed_out,
-    unreachable,
 )
 
 BACKEND = "openai"
@@ -64,13 +62,8 @@ class OpenAIBackend:
         self._instance = instance
         self._api_key = api_key
         self._embedding_dimensions = embedding_dimensions
-        # max_retries=0: retries and fallbacks are the router's decision, made once.
         self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=request_timeout_s,
-            http_client=traced_http_client(),
+            **sdk_client_arguments(api_key=api_key, base_url=base_url, timeout_s=request_timeout_s)
         )
 
     async def aclose(self) -> None:
@@ -169,10 +162,9 @@ class OpenAIBackend:
     def _failure(
         self, target: UpstreamTarget, exc: openai.APIError, timeout_s: float, *, body_started: bool
     ) -> RpcFailure:
-        if isinstance(exc, openai.APITimeoutError):
-            return timed_out(target, timeout_s)
-        if isinstance(exc, openai.APIConnectionError):
-            return stream_cut(target) if body_started else unreachable(target)
+        transport = transport_failure(openai, target, exc, timeout_s, body_started=body_started)
+        if transport is not None:
+            return transport
         if isinstance(exc, openai.APIStatusError):
             return failure_from_http(
                 target,

@@ -1,0 +1,34 @@
+"""What the openai and anthropic backends share: how their SDK clients are built, and how
+an SDK's transport errors become statuses (both SDKs name these errors alike)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from llmmesh.runtime.errors import RpcFailure
+from llmmesh_provider.http_tracing import traced_http_client
+from llmmesh_provider.upstream_errors import UpstreamTarget, stream_cut, timed_out, unreachable
+
+
+def sdk_client_arguments(*, api_key: str, base_url: str, timeout_s: float) -> dict[str, Any]:
+    """Keyword arguments for `AsyncOpenAI` and `AsyncAnthropic` alike."""
+    return {
+        "api_key": api_key,
+        "base_url": base_url,
+        # Retries and fallbacks are the router's decision, made once with the deadline in view.
+        "max_retries": 0,
+        "timeout": timeout_s,
+        "http_client": traced_http_client(),
+    }
+
+
+def transport_failure(
+    sdk: ModuleType, target: UpstreamTarget, exc: Exception, timeout_s: float, *, body_started: bool
+) -> RpcFailure | None:
+    """The status for an SDK timeout or connection error; None for any other error."""
+    if isinstance(exc, sdk.APITimeoutError):
+        return timed_out(target, timeout_s)
+    if isinstance(exc, sdk.APIConnectionError):
+        return stream_cut(target) if body_started else unreachable(target)
+    return None
