@@ -1,4 +1,4 @@
-"""Each backend streams the upstream's deltas unchanged and closes with a complete summary."""
+"""Each backend streams the upstream's text unchanged and closes with a complete summary."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ async def test_each_backend_passes_deltas_on_as_they_arrive_and_reports_usage(
     outcome = await collect(provider_for, generate_request(prompt="one two three four"))
 
     assert outcome.error is None
-    assert outcome.deltas == list(DEFAULT_ANSWER_CHUNKS)
+    assert outcome.text == "".join(DEFAULT_ANSWER_CHUNKS)
     assert outcome.summary is not None
     assert outcome.summary.finish_reason == chat_pb2.FINISH_REASON_STOP
     assert outcome.summary.usage.input_tokens == 4
@@ -41,12 +41,25 @@ async def test_each_backend_passes_deltas_on_as_they_arrive_and_reports_usage(
     assert fake_upstream.request_count == 1
 
 
+async def test_each_backend_keeps_its_upstream_connection_alive_between_answers(
+    fake_upstream: FakeUpstream, provider_for: provider_service_pb2_grpc.ProviderServiceStub
+) -> None:
+    # A body left unread after the final frame makes the HTTP client drop the connection,
+    # so every answer would pay a new TCP (and, upstream, TLS) handshake.
+    for _ in range(3):
+        outcome = await collect(provider_for, generate_request())
+        assert outcome.error is None
+
+    peers = {request.peer for request in fake_upstream.requests}
+    assert len(peers) == 1, peers
+
+
 async def test_each_backend_reports_length_when_max_tokens_stops_the_answer(
     fake_upstream: FakeUpstream, provider_for: provider_service_pb2_grpc.ProviderServiceStub
 ) -> None:
     outcome = await collect(provider_for, generate_request(max_tokens=2))
 
-    assert outcome.deltas == list(DEFAULT_ANSWER_CHUNKS[:2])
+    assert outcome.text == "".join(DEFAULT_ANSWER_CHUNKS[:2])
     assert outcome.summary is not None
     assert outcome.summary.finish_reason == chat_pb2.FINISH_REASON_LENGTH
 
@@ -123,6 +136,18 @@ async def test_deltas_reach_the_caller_before_the_upstream_finishes(
         assert fake_openai.last_request.completed is False
         assert first.delta.text == DEFAULT_ANSWER_CHUNKS[0]
         call.cancel()
+
+
+async def test_chunks_that_arrive_together_go_as_one_delta_and_paced_ones_one_by_one(
+    fake_upstream: FakeUpstream, provider_for: provider_service_pb2_grpc.ProviderServiceStub
+) -> None:
+    burst = await collect(provider_for, generate_request())
+    fake_upstream.enqueue(Reply(token_delay_s=0.05))
+    paced = await collect(provider_for, generate_request())
+
+    assert burst.text == paced.text == "".join(DEFAULT_ANSWER_CHUNKS)
+    assert len(burst.deltas) < len(DEFAULT_ANSWER_CHUNKS)
+    assert paced.deltas == list(DEFAULT_ANSWER_CHUNKS)
 
 
 async def test_an_open_endpoint_instance_accepts_any_model_name(fake_openai: FakeOpenAI) -> None:

@@ -36,6 +36,8 @@ class RecordedRequest:
     # Case-insensitive, like HTTP header names.
     headers: Mapping[str, str]
     body: Any
+    # The client's address: requests that share it came over one kept-alive connection.
+    peer: tuple[str, int] | None = None
     # The client closed the connection before the fake finished the response.
     disconnected: bool = False
     # The fake sent the whole response.
@@ -216,6 +218,7 @@ class FakeUpstream(abc.ABC):
             path=request.path,
             headers=CIMultiDict(request.headers),
             body=body,
+            peer=_peer(request),
         )
         self.requests.append(record)
         return record
@@ -348,3 +351,8 @@ async def _pause(delay_s: float) -> None:
         await asyncio.get_running_loop().create_future()
     elif delay_s > 0:
         await asyncio.sleep(delay_s)
+
+
+def _peer(request: web.Request) -> tuple[str, int] | None:
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    return (str(peername[0]), int(peername[1])) if peername else None

@@ -19,6 +19,7 @@ from llmmesh_provider.backend import (
     TextChunk,
     Usage,
 )
+from llmmesh_provider.backends.body_lines import texts_by_read
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
     UpstreamTarget,
@@ -60,27 +61,16 @@ class OllamaBackend:
                 if response.status_code >= 400:
                     raise await _http_failure(target, response)
                 body_started = True
-                final: dict[str, Any] | None = None
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    payload = _parse_line(target, line)
-                    if "error" in payload:
-                        raise failure_from_http(
-                            target,
-                            UpstreamHttpError(500, {}, message=str(payload["error"])),
-                            secret=None,
-                        )
-                    content = (payload.get("message") or {}).get("content")
-                    if isinstance(content, str) and content:
-                        yield TextChunk(content)
-                    if payload.get("done") is True:
-                        final = payload
-                        break
+                lines = _Lines(target)
+                # Read to the end of the body even after the final line: a response closed
+                # with bytes unread takes its connection out of the pool.
+                async for text in texts_by_read(response.aiter_bytes(), lines.read):
+                    yield TextChunk(text)
         except httpx.TimeoutException:
             raise timed_out(target, request.timeout_s) from None
         except httpx.TransportError:
             raise (stream_cut(target) if body_started else unreachable(target)) from None
+        final = lines.final
         if final is None:
             raise stream_cut(target)
         yield Completion(
@@ -119,7 +109,32 @@ class OllamaBackend:
         )
 
 
-def _parse_line(target: UpstreamTarget, line: str) -> dict[str, Any]:
+class _Lines:
+    """The NDJSON lines of one chat body: text, and the final line with the usage."""
+
+    def __init__(self, target: UpstreamTarget) -> None:
+        self._target = target
+        self.final: dict[str, Any] | None = None
+
+    def read(self, line: bytes, texts: list[str]) -> None:
+        """Takes one line of the body, appending the text it carries to `texts`."""
+        if self.final is not None or not line.strip():
+            return
+        payload = _parse_line(self._target, line)
+        if "error" in payload:
+            raise failure_from_http(
+                self._target,
+                UpstreamHttpError(500, {}, message=str(payload["error"])),
+                secret=None,
+            )
+        content = (payload.get("message") or {}).get("content")
+        if isinstance(content, str) and content:
+            texts.append(content)
+        if payload.get("done") is True:
+            self.final = payload
+
+
+def _parse_line(target: UpstreamTarget, line: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(line)
     except ValueError as exc:

@@ -27,6 +27,7 @@ from llmmesh_provider.backend import (
     TextChunk,
     Usage,
 )
+from llmmesh_provider.backends.body_lines import texts_by_read
 from llmmesh_provider.backends.sdk_clients import sdk_client_arguments, transport_failure
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
@@ -72,7 +73,8 @@ class OpenAIBackend:
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         target = UpstreamTarget(self._instance, BACKEND, request.model)
         # The SDK builds, sends and checks the request; the SSE body is read raw, with one
-        # json.loads per frame instead of a pydantic model per chunk.
+        # json.loads per frame instead of a pydantic model per chunk, and the text of frames
+        # that arrive in one read goes on as one chunk.
         try:
             opened = self._client.chat.completions.with_streaming_response.create(
                 model=request.model,
@@ -86,55 +88,26 @@ class OpenAIBackend:
         except openai.APIError as exc:
             raise self._failure(target, exc, request.timeout_s, body_started=False) from None
         header_request_id = response.headers.get("x-request-id", "")
-        finish_reason: FinishReason | None = None
-        usage = Usage()
-        chunk_id = ""
-        response_model = request.model
+        frames = _Frames(target, self._api_key, request.model)
         try:
-            async for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(payload)
-                except ValueError as exc:
-                    raise malformed(target, f"a chunk is not JSON: {exc}") from None
-                if "error" in chunk:
-                    raise failure_from_http(
-                        target,
-                        _http_error(500, {}, chunk, "error in stream"),
-                        secret=self._api_key,
-                    )
-                choices = chunk.get("choices")
-                if not isinstance(choices, list):
-                    raise malformed(target, "chunk without choices")
-                chunk_id = chunk_id or chunk.get("id", "")
-                response_model = chunk.get("model") or response_model
-                if chunk.get("usage"):
-                    usage = _usage_from_dict(chunk["usage"])
-                for choice in choices:
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        yield TextChunk(content)
-                    reason = choice.get("finish_reason")
-                    if reason is not None:
-                        finish_reason = _FINISH_REASONS.get(reason, FinishReason.UNSPECIFIED)
+            # Read to the end of the body even after [DONE]: a response closed with bytes
+            # unread (the chunked terminator) takes its connection out of the pool.
+            async for text in texts_by_read(response.http_response.aiter_bytes(), frames.read):
+                yield TextChunk(text)
         except (openai.APIError, httpx2.HTTPError) as exc:
             if isinstance(exc, httpx2.HTTPError):
                 raise stream_cut(target) from None
             raise self._failure(target, exc, request.timeout_s, body_started=True) from None
         finally:
             await opened.__aexit__(None, None, None)
-        if finish_reason is None:
+        if frames.finish_reason is None:
             # The body ended cleanly but without a finish reason: a proxy cut it short.
             raise stream_cut(target)
         yield Completion(
-            finish_reason=finish_reason,
-            usage=usage,
-            provider_request_id=header_request_id or chunk_id,
-            response_model=response_model,
+            finish_reason=frames.finish_reason,
+            usage=frames.usage,
+            provider_request_id=header_request_id or frames.chunk_id,
+            response_model=frames.response_model,
         )
 
     async def embed(self, texts: Sequence[str], model: str, timeout_s: float) -> EmbeddingBatch:
@@ -175,6 +148,60 @@ class OpenAIBackend:
         return failure_from_http(
             target, _http_error(500, {}, exc.body, exc.message), secret=self._api_key
         )
+
+
+class _Frames:
+    """The chat-completion chunks of one SSE body: text, finish reason, usage, ids."""
+
+    def __init__(self, target: UpstreamTarget, api_key: str, requested_model: str) -> None:
+        self._target = target
+        self._api_key = api_key
+        self.response_model = requested_model
+        self.chunk_id = ""
+        self.usage = Usage()
+        self.finish_reason: FinishReason | None = None
+        self._done = False
+
+    def read(self, line: bytes, texts: list[str]) -> None:
+        """Takes one line of the body, appending the text it carries to `texts`."""
+        if self._done or not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self._done = True
+            return
+        self._take(_json(self._target, payload), texts)
+
+    def _take(self, chunk: Any, texts: list[str]) -> None:
+        if not isinstance(chunk, dict):
+            raise malformed(self._target, "a chunk is not a JSON object")
+        if "error" in chunk:
+            raise failure_from_http(
+                self._target,
+                _http_error(500, {}, chunk, "error in stream"),
+                secret=self._api_key,
+            )
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            raise malformed(self._target, "chunk without choices")
+        self.chunk_id = self.chunk_id or chunk.get("id", "")
+        self.response_model = chunk.get("model") or self.response_model
+        if chunk.get("usage"):
+            self.usage = _usage_from_dict(chunk["usage"])
+        for choice in choices:
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                texts.append(content)
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                self.finish_reason = _FINISH_REASONS.get(reason, FinishReason.UNSPECIFIED)
+
+
+def _json(target: UpstreamTarget, payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise malformed(target, f"a chunk is not JSON: {exc}") from None
 
 
 def _http_error(
