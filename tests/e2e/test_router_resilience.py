@@ -22,6 +22,7 @@ from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2
 from llmmesh.runtime.errors import ErrorDetails, error_details
 from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import (
+    DEFAULT_ANSWER_CHUNKS,
     FakeOpenAI,
     UpstreamProblem,
     cut_stream,
@@ -265,10 +266,11 @@ async def test_stream_cut_after_tokens_ends_with_an_error_saying_how_much_was_de
     before = _counts(fakes)
     fakes["primary"].enqueue(cut_stream(after_chunks=2))
     deltas, details = await _failure(router, _request("primary"))
-    assert len(deltas) == 2
+    assert "".join(deltas) == "".join(DEFAULT_ANSWER_CHUNKS[:2])
     assert details.code == grpc.StatusCode.UNAVAILABLE
     assert details.reason == "STREAM_INTERRUPTED"
-    assert details.metadata["delivered_deltas"] == "2"
+    assert details.metadata["delivered_deltas"] == str(len(deltas))
+    assert details.metadata["delivered_chars"] == str(len("".join(deltas)))
     assert _counts(fakes)["secondary"] == before["secondary"], (
         "no answer spliced from another model"
     )

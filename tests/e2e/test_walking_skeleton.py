@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import pathlib
 import signal
 from collections.abc import Iterator
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.mesh import SERVICES, Mesh
+from llmmesh.policy import DEFAULT_POLICY
 from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import error_details
 from llmmesh.testing.mesh import AUTH_METADATA, local_mesh
@@ -144,7 +147,13 @@ def test_sigterm_during_a_stream_lets_it_finish_and_every_service_exits_0(
     tmp_path: pathlib.Path,
 ) -> None:
     # A slow simulated provider keeps the stream in flight while the mesh is told to stop.
-    slow = {"LLMMESH_PROVIDER_SIMULATED_TOKENS_PER_S": "20", "LLMMESH_ROUTER_DRAIN_DELAY_S": "0.5"}
+    policy = yaml.safe_load(
+        importlib.resources.files("llmmesh").joinpath(DEFAULT_POLICY).read_text()
+    )
+    policy["providers"]["instances"][0]["tokens_per_s"] = 20
+    policy_file = tmp_path / "slow-policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    slow = {"LLMMESH_POLICY_FILE": str(policy_file), "LLMMESH_ROUTER_DRAIN_DELAY_S": "0.5"}
     with local_mesh(tmp_path / "services.log", slow) as mesh:
         with grpc.insecure_channel(mesh.router_address) as channel:
             router = router_service_pb2_grpc.RouterServiceStub(channel)

@@ -36,7 +36,7 @@ async def test_with_no_config_the_simulated_instance_answers_for_any_model() -> 
     assert outcome.error is None
     assert outcome.summary is not None
     assert outcome.summary.finish_reason == chat_pb2.FINISH_REASON_STOP
-    assert outcome.summary.usage.output_tokens == len(outcome.deltas) == 48
+    assert outcome.summary.usage.output_tokens == len(outcome.text.split()) == 48
     assert outcome.summary.usage.input_tokens == 5
     assert outcome.summary.response_model == "sim-fast"
     assert outcome.summary.provider_request_id
@@ -62,7 +62,7 @@ async def test_the_same_prompt_gets_the_same_answer_and_another_prompt_another()
 
     assert first.text == again.text
     assert first.text != other.text
-    assert len(first.deltas) == 12
+    assert len(first.text.split()) == 12
     assert first.text.endswith(".")
 
 
@@ -70,7 +70,7 @@ async def test_max_tokens_caps_the_answer_and_finishes_with_length() -> None:
     async with running_provider(policy_with(simulated(answer_tokens=12))) as stub:
         outcome = await collect(stub, sim_request(max_tokens=5))
 
-    assert len(outcome.deltas) == 5
+    assert len(outcome.text.split()) == 5
     assert outcome.summary is not None
     assert outcome.summary.finish_reason == chat_pb2.FINISH_REASON_LENGTH
 
@@ -100,7 +100,7 @@ async def _fault_sequence(seed: int) -> list[str]:
             if outcome.error is None:
                 outcomes.append("ok")
             else:
-                outcomes.append(f"{outcome.error.reason}@{len(outcome.deltas)}")
+                outcomes.append(f"{outcome.error.reason}@{len(outcome.text.split())}")
     return outcomes
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeAlias
@@ -17,6 +16,7 @@ from llmmesh.common.v1 import chat_pb2
 from llmmesh.provider.v1 import provider_pb2, provider_service_pb2, provider_service_pb2_grpc
 from llmmesh.runtime.errors import RpcFailure, abort
 from llmmesh_provider.backend import ChatEvent, ChatRequest, Completion, FinishReason, TextChunk
+from llmmesh_provider.bursts import Bursts
 from llmmesh_provider.registry import ProviderInstance, ProviderRegistry
 from llmmesh_provider.tracing import TRACER_NAME, UpstreamCallSpan, upstream_call_span
 from llmmesh_provider.upstream_errors import UpstreamTarget, malformed, stream_cut, timed_out
@@ -165,36 +165,42 @@ async def _relay(
     target: UpstreamTarget,
     timeout_s: float,
 ) -> AsyncIterator[provider_service_pb2.GenerateResponse]:
-    """The backend's events as responses, passed on as they come, all within the deadline.
+    """The backend's events as responses, all within the deadline; text chunks that are
+    ready together go as one delta.
 
-    The deadline bounds each wait for the upstream and is absolute, so time spent writing to
-    the caller counts too; the timeout scope never spans a `yield`, where a cancellation would
-    land outside it.
+    A burst (a whole answer in one read of an instant upstream) costs one message per hop
+    instead of one per chunk; a paced stream is relayed chunk by chunk with no added wait.
+    The deadline is absolute and bounds each wait for the upstream, so time spent writing to
+    the caller counts too; the timeout scope never spans a `yield`, where a cancellation
+    would land outside it.
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
-    async with contextlib.aclosing(events):
+    async with Bursts(events, span.activated) as bursts:
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
-                    with span.activated():
-                        event = await anext(events)
-            except StopAsyncIteration:
-                # The backend broke its contract by ending without a Completion.
-                raise stream_cut(target) from None
+                    burst = await bursts.next_burst()
             except TimeoutError:
                 raise timed_out(target, timeout_s) from None
-            if isinstance(event, Completion):
-                span.completed(event)
-                yield _summary(event)
+            if not burst:
+                # The backend broke its contract by ending without a Completion.
+                raise stream_cut(target)
+            texts = [event.text for event in burst if isinstance(event, TextChunk)]
+            if texts:
+                for text in texts:
+                    span.chunk_arrived()
+                    progress.chars += len(text)
+                progress.deltas += 1
+                yield _delta("".join(texts))
+            last = burst[-1]
+            if isinstance(last, Completion):
+                span.completed(last)
+                yield _summary(last)
                 return
-            span.chunk_arrived()
-            progress.deltas += 1
-            progress.chars += len(event.text)
-            yield _delta(event)
 
 
-def _delta(chunk: TextChunk) -> provider_service_pb2.GenerateResponse:
-    return provider_service_pb2.GenerateResponse(delta=chat_pb2.TextDelta(text=chunk.text))
+def _delta(text: str) -> provider_service_pb2.GenerateResponse:
+    return provider_service_pb2.GenerateResponse(delta=chat_pb2.TextDelta(text=text))
 
 
 def _summary(completion: Completion) -> provider_service_pb2.GenerateResponse:
