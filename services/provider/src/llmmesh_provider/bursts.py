@@ -80,10 +80,16 @@ class Bursts(Generic[T]):
     async def _read(self) -> None:
         async with contextlib.aclosing(self._source):
             try:
+                first = True
                 while True:
                     with self._pulling():
                         item = await anext(self._source)
                     self._queue.put_nowait(item)
+                    if first:
+                        # Lets the consumer pass the first item on before the rest of a burst
+                        # is read: batching must never delay the first token.
+                        first = False
+                        await asyncio.sleep(0)
             except StopAsyncIteration:
                 self._queue.put_nowait(_Ended())
             except Exception as error:  # noqa: BLE001 - handed over to the consumer

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import redis.asyncio as redis
+from typing import TYPE_CHECKING, Any
 
 from llmmesh.policy import PolicyError
 from llmmesh.runtime.wiring import Closer, Wiring
 from llmmesh_router import observability
 from llmmesh_router.breaker import BreakerRegistry, BreakerSettings
-from llmmesh_router.breaker_sync import RedisBreakerSync
 from llmmesh_router.classifiers import Classifier, HeuristicClassifier, ModelClassifier
 from llmmesh_router.completion import CompletionPipeline
 from llmmesh_router.peers import Peers
 from llmmesh_router.policy import RouterPolicy, load_router_policy
 from llmmesh_router.servicer import RouterServicer
 from llmmesh_router.settings import RouterSettings
+
+if TYPE_CHECKING:
+    from llmmesh_router.breaker_sync import RedisBreakerSync
 
 
 def build_classifier(policy: RouterPolicy, peers: Peers) -> Classifier:
@@ -63,6 +63,11 @@ async def _shared_breakers(
 ) -> RedisBreakerSync:
     if not settings.redis_url:
         raise PolicyError("invalid policy: routing.breaker.shared: needs LLMMESH_REDIS_URL")
+    # Imported here: redis-py costs a router that does not share its breakers 5 MiB idle.
+    import redis.asyncio as redis
+
+    from llmmesh_router.breaker_sync import RedisBreakerSync
+
     sync = RedisBreakerSync(redis.from_url(settings.redis_url), breakers, recovery_timeout_s)
     await sync.start()
     breakers.add_listener(sync.publish)
