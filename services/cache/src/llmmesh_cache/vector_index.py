@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import hnswlib
-import numpy as np
+from llmmesh_cache.entries import CacheEntry
 
-from llmmesh_cache.entries import CacheEntry, Vector
+if TYPE_CHECKING:
+    from llmmesh_cache.entries import Vector
 
 _INITIAL_CAPACITY = 64
 
@@ -41,6 +42,9 @@ class _Partition:
     """One HNSW graph with the mapping between its integer labels and entry ids."""
 
     def __init__(self, dimensions: int, settings: IndexSettings, capacity: int) -> None:
+        # Imported with the first semantic entry, so an exact-only cache never loads it.
+        import hnswlib
+
         self.dimensions = dimensions
         self._graph = hnswlib.Index(space="cosine", dim=dimensions)
         self._graph.init_index(
@@ -65,7 +69,7 @@ class _Partition:
                 fresh.append((entry_id, vector, expires_at_ms))
             else:
                 # Same id means the same request stored again: refresh vector and expiry.
-                self._graph.add_items(vector[np.newaxis, :], [label])
+                self._graph.add_items(vector[None, :], [label])
                 self._expires_at_ms[label] = expires_at_ms
         if not fresh:
             return
@@ -75,6 +79,8 @@ class _Partition:
             self._graph.resize_index(max(needed, 2 * self._graph.get_max_elements()))
         labels = list(range(self._next_label, self._next_label + len(fresh)))
         self._next_label += len(fresh)
+        import numpy as np
+
         vectors = np.stack([vector for _, vector, _ in fresh])
         if reusable:
             self._graph.add_items(vectors[:reusable], labels[:reusable], replace_deleted=True)
@@ -102,7 +108,7 @@ class _Partition:
             return []
         while True:
             try:
-                labels, distances = self._graph.knn_query(vector[np.newaxis, :], k=wanted)
+                labels, distances = self._graph.knn_query(vector[None, :], k=wanted)
                 break
             except RuntimeError:
                 # hnswlib cannot always gather k results among deleted slots; ask for fewer.

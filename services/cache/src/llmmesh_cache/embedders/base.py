@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class EmbedderUnavailableError(Exception):
@@ -26,11 +27,3 @@ class Embedder(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def normalized_rows(matrix: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    rows = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    unit: npt.NDArray[np.float32] = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-    return unit

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmmesh_cache.embedders.base import EmbedderUnavailableError, normalized_rows
+from llmmesh_cache.embedders.base import EmbedderUnavailableError
+from llmmesh_cache.embedders.normalize import normalized_rows
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 

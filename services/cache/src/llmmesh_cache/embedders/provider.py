@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from llmmesh.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
-from llmmesh_cache.embedders.base import EmbedderUnavailableError, normalized_rows
+from llmmesh_cache.embedders.base import EmbedderUnavailableError
+from llmmesh_cache.embedders.normalize import normalized_rows
 
 
 class ProviderEmbedder:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from llmmesh_cache.embedders.base import normalized_rows
+from llmmesh_cache.embedders.normalize import normalized_rows
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
