@@ -38,7 +38,7 @@ CASES = {
     "llmmesh_router": ("RouterSettings", ["redis", "opentelemetry.sdk"]),
     "llmmesh_ratelimiter": ("RatelimiterSettings", ["opentelemetry.sdk.trace"]),
     "llmmesh_cache": ("CacheSettings", ["numpy", "hnswlib", "opentelemetry.sdk.trace"]),
-    "llmmesh_provider": ("ProviderSettings", ["openai", "anthropic", "opentelemetry.sdk"]),
+    "llmmesh_provider": ("ProviderSettings", ["openai", "anthropic", "httpx", "opentelemetry.sdk"]),
 }
 
 

@@ -17,10 +17,12 @@ async def _items(*items: int, pause_after: int | None = None) -> AsyncGenerator[
         yield item
 
 
-async def test_items_ready_together_come_in_one_burst_and_later_ones_in_the_next() -> None:
-    async with Bursts(_items(1, 2, 3, 4, pause_after=3)) as bursts:
-        assert await bursts.next_burst() == [1, 2, 3]
-        assert await bursts.next_burst() == [4]
+async def test_the_first_item_goes_alone_then_items_ready_together_come_in_one_burst() -> None:
+    async with Bursts(_items(1, 2, 3, 4, 5, pause_after=4)) as bursts:
+        # The first item never waits for the rest of a burst to be read.
+        assert await bursts.next_burst() == [1]
+        assert await bursts.next_burst() == [2, 3, 4]
+        assert await bursts.next_burst() == [5]
         assert await bursts.next_burst() == []
         assert await bursts.next_burst() == []
 
@@ -29,10 +31,12 @@ async def test_the_sources_error_comes_after_the_items_before_it() -> None:
     async def failing() -> AsyncGenerator[int, None]:
         yield 1
         yield 2
+        yield 3
         raise ValueError("upstream broke")
 
     async with Bursts(failing()) as bursts:
-        assert await bursts.next_burst() == [1, 2]
+        assert await bursts.next_burst() == [1]
+        assert await bursts.next_burst() == [2, 3]
         with pytest.raises(ValueError, match="upstream broke"):
             await bursts.next_burst()
 
@@ -81,6 +85,7 @@ async def test_each_pull_runs_inside_the_given_context() -> None:
             yield item
 
     async with Bursts(observed(), Marking) as bursts:
-        assert await bursts.next_burst() == [0, 1, 2]
+        assert await bursts.next_burst() == [0]
+        assert await bursts.next_burst() == [1, 2]
 
     assert inside == [True, True, True]

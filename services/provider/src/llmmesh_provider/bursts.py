@@ -19,9 +19,10 @@ class Bursts(Generic[T]):
     """The source's items, each wait returning every item that is ready by then.
 
     A reader task pulls from the source while the consumer is busy; an upstream that sends a
-    whole answer in one read therefore costs the consumer one wake-up and one message, and a
-    paced upstream is passed on item by item with nothing held back. The reader runs each
-    pull inside `pulling()`, so spans the source opens get the right parent.
+    whole answer in one read therefore costs the consumer two wake-ups and two messages (the
+    first item goes alone, so it never waits for the rest to be parsed), and a paced upstream
+    is passed on item by item with nothing held back. The reader runs each pull inside
+    `pulling()`, so spans the source opens get the right parent.
     """
 
     def __init__(

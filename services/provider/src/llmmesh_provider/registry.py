@@ -10,8 +10,6 @@ import structlog
 
 from llmmesh.runtime.errors import FieldViolation, RpcFailure
 from llmmesh_provider.backend import ChatBackend, Embedder
-from llmmesh_provider.backends.local_embedder import LocalEmbedder
-from llmmesh_provider.backends.ollama_backend import OllamaBackend
 from llmmesh_provider.backends.simulated_backend import SimulatedBackend
 from llmmesh_provider.config import (
     AnthropicInstance,
@@ -146,13 +144,19 @@ async def build_registry(section: ProvidersSection, environ: Mapping[str, str]) 
 
 
 async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) -> ProviderInstance:
+    # Each backend is imported when an instance uses it: the SDKs, HTTP clients and model
+    # libraries behind them cost from one to tens of MiB in every process.
     if isinstance(config, SimulatedInstance):
         simulated = SimulatedBackend(config)
         return _ready(config, chat=simulated, embedder=simulated)
     if isinstance(config, LocalEmbeddingInstance):
+        from llmmesh_provider.backends.local_embedder import LocalEmbedder
+
         local = await LocalEmbedder.load(config.embedding_models[0], config.device)
         return _ready(config, chat=None, embedder=local)
     if isinstance(config, OllamaInstance):
+        from llmmesh_provider.backends.ollama_backend import OllamaBackend
+
         ollama = OllamaBackend(
             config.name, base_url=str(config.base_url), request_timeout_s=config.request_timeout_s
         )
@@ -166,7 +170,6 @@ async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) ->
         )
         return _ready(config, chat=None, embedder=None, missing_key_env=config.api_key_env)
     if isinstance(config, OpenAIInstance):
-        # Imported on use: each SDK costs tens of MB of memory in every process.
         from llmmesh_provider.backends.openai_backend import OpenAIBackend
 
         openai_backend = OpenAIBackend(
