@@ -9,7 +9,6 @@ import threading
 from typing import Annotated
 
 import grpc
-import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.common.v1 import caching_pb2, chat_pb2
@@ -17,6 +16,13 @@ from llmmesh.mesh import DEFAULT_PORTS, SERVICES, Mesh
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import error_details
 from llmmesh.traceview import fetch_from_jaeger, render_tree
+
+try:
+    import typer
+except ImportError:  # pragma: no cover - depends on how llmmesh-libs was installed
+    raise SystemExit(
+        "the llmmesh command needs the cli extra: pip install 'llmmesh-libs[cli]'"
+    ) from None
 
 DEV_API_KEY = "llmmesh-dev-key"
 
