@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 
+from bench.mesh.deployed import services_python
 from bench.mesh.environment import running_environment
 from bench.mesh.report import render, write_into
 from bench.mesh.scenarios import SCENARIOS, Results, Runner, Timing
@@ -47,6 +48,11 @@ def _arguments() -> argparse.Namespace:
         "--quick", action="store_true",
         help=f"{QUICK.duration_s:g} s runs after {QUICK.warmup_s:g} s warm-up; writes no docs "
         "unless --output is given",
+    )  # fmt: skip
+    parser.add_argument(
+        "--services-from", choices=("deployed", "current"), default="deployed",
+        help="run the services from an environment built like their images (created as "
+        ".venv-bench-services), or from this interpreter's development environment",
     )  # fmt: skip
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
@@ -90,7 +96,8 @@ def main() -> None:
     chosen = [s for s in SCENARIOS if not arguments.scenario or s.name in arguments.scenario]
     service_env = _service_env(arguments.service_env)
     results = Results()
-    with running_environment(arguments.upstream, service_env, arguments.log) as env:
+    python = services_python(_progress) if arguments.services_from == "deployed" else sys.executable
+    with running_environment(arguments.upstream, service_env, arguments.log, python) as env:
         runner = Runner(env, timing, _progress)
         results.idle_rss_mib = runner.idle_rss_mib()
         for scenario in chosen:
@@ -101,6 +108,7 @@ def main() -> None:
     settings = (
         f"upstream `{arguments.upstream}`; {timing.duration_s:g} s measured after "
         f"{timing.warmup_s:g} s warm-up per run; Redis backends for ratelimiter and cache; "
+        f"services run from the {arguments.services_from} environment; "
         f"service env overrides: {service_env or 'none'}"
     )
     direct_label = (

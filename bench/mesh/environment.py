@@ -165,7 +165,10 @@ class Environment:
 
 @contextlib.contextmanager
 def running_environment(
-    kind: str, service_env: Mapping[str, str], log_path: pathlib.Path
+    kind: str,
+    service_env: Mapping[str, str],
+    log_path: pathlib.Path,
+    services_python: str = sys.executable,
 ) -> Iterator[Environment]:
     """Redis, the fake upstreams (for `openai`) and the four services, stopped on exit."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="llmmesh-bench-"))
@@ -188,7 +191,7 @@ def running_environment(
             UPSTREAM_KEY_ENV: UPSTREAM_KEY,
             **service_env,
         }
-        mesh = Mesh(free_mesh_ports(), env, log_to=log)
+        mesh = Mesh(free_mesh_ports(), env, log_to=log, python=services_python)
         mesh.start()
         stack.callback(mesh.stop)
         upstreams = {

@@ -56,8 +56,11 @@ class Mesh:
         ports: Mapping[str, int] | None = None,
         env: Mapping[str, str] | None = None,
         log_to: IO[bytes] | int | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.ports = dict(ports or DEFAULT_PORTS)
+        # The interpreter (and so the environment) the services run from.
+        self._python = python
         self._env = mesh_environment(self.ports, env if env is not None else os.environ)
         self._log_to = log_to
         self.processes: dict[str, MeshProcess] = {}
@@ -88,7 +91,7 @@ class Mesh:
     def _spawn(self, service: str, port: int) -> MeshProcess:
         env = {**self._env, f"LLMMESH_{service.upper()}_PORT": str(port)}
         process = subprocess.Popen(
-            [sys.executable, "-m", f"llmmesh_{service}"],
+            [self._python, "-m", f"llmmesh_{service}"],
             env=env,
             stdout=self._log_to,
             stderr=self._log_to,
