@@ -10,6 +10,9 @@ status are recorded: never headers (they carry the key) or bodies (they carry th
 
 from __future__ import annotations
 
+import functools
+import ssl
+
 import httpx2
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -22,9 +25,18 @@ tracer = trace.get_tracer("llmmesh.provider.http")
 CONNECTION_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
 
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """One TLS context for every upstream client: each would otherwise load the CA bundle
+    into its own (about 1.6 MiB per SDK client)."""
+    return httpx2.create_ssl_context()
+
+
 class TracedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, inner: httpx2.AsyncBaseTransport | None = None) -> None:
-        self._inner = inner or httpx2.AsyncHTTPTransport(limits=CONNECTION_LIMITS)
+        self._inner = inner or httpx2.AsyncHTTPTransport(
+            limits=CONNECTION_LIMITS, verify=shared_tls_context()
+        )
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
