@@ -173,7 +173,9 @@ class Admission:
         if deadline_s is not None:
             timeout_s = max(0.0, min(timeout_s, deadline_s))
         try:
-            return await asyncio.wait_for(call, timeout_s)
+            # A timeout scope rather than wait_for, which runs the call in a task of its own.
+            async with asyncio.timeout(timeout_s):
+                return await call
         except _STORE_ERRORS as exc:
             self._backend_failures.add(1, {"operation": operation})
             _log.warning(
