@@ -33,7 +33,7 @@ from llmmesh.testing.redis_server import running_redis
 from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.redis_store import RedisEntryStore
 from llmmesh_cache.embedders.local import LocalMiniLMEmbedder, local_model_importable
-from llmmesh_cache.embedders.registry import EmbedderRegistry
+from llmmesh_cache.embedders.registry import EmbedderKind, EmbedderRegistry
 from llmmesh_cache.embedders.simulated import SimulatedEmbedder
 from llmmesh_cache.entries import CacheEntry, TenantLimits
 from llmmesh_cache.policy import CachePolicy
@@ -134,7 +134,9 @@ async def run_size(redis_url: str, size: int, query_count: int) -> None:
     index = VectorIndex()
     simulated = SimulatedEmbedder(384)
     timed = TimedEmbedder(simulated)
-    registry = EmbedderRegistry({"simulated": lambda: timed}, default_kind="simulated")
+    registry = EmbedderRegistry(
+        {"simulated": EmbedderKind(timed.name, lambda: timed)}, default_kind="simulated"
+    )
     cache = AnswerCache(store, index, registry, CachePolicy.from_document(policy_document()))
     started = time.perf_counter()
     prompts = await fill(store, index, simulated, size)

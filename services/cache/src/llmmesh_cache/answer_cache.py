@@ -79,8 +79,7 @@ class AnswerCache:
             _temperature_above_zero(scope.parameters) and not allow_temperature
         ):
             return cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_BYPASS)
-        embedder = self._embedders.get(policy.embedder)
-        keys = scope_keys(scope, embedder.name)
+        keys = scope_keys(scope, self._embedders.name(policy.embedder))
         now_ms = self._clock_ms()
         (exact,) = await self._store.get(scope.tenant, [keys.entry_id])
         if exact is not None:
@@ -95,7 +94,7 @@ class AnswerCache:
             else policy.similarity_threshold
         )
         try:
-            vector = (await embedder.embed([keys.prompt_text]))[0]
+            vector = (await self._embedders.get(policy.embedder).embed([keys.prompt_text]))[0]
         except EmbedderUnavailableError as error:
             _log.warning("semantic lookup skipped", reason=str(error), tenant=scope.tenant)
             return miss
@@ -143,11 +142,11 @@ class AnswerCache:
         if request.answer.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER:
             # A filtered answer is cut short by the provider: not a complete answer to reuse.
             return _skipped("CONTENT_FILTERED")
-        embedder = self._embedders.get(policy.embedder)
-        keys = scope_keys(scope, embedder.name)
+        keys = scope_keys(scope, self._embedders.name(policy.embedder))
         vector = b""
         if policy.mode == "semantic" and keys.prompt_text:
             try:
+                embedder = self._embedders.get(policy.embedder)
                 vector = (await embedder.embed([keys.prompt_text]))[0].tobytes()
             except EmbedderUnavailableError as error:
                 _log.warning("stored without embedding", reason=str(error), tenant=scope.tenant)

@@ -16,7 +16,12 @@ from llmmesh_cache.backends.base import EntryStore
 from llmmesh_cache.backends.memory import InMemoryEntryStore
 from llmmesh_cache.backends.redis_store import RedisEntryStore
 from llmmesh_cache.embedders.base import Embedder
-from llmmesh_cache.embedders.registry import EmbedderRegistry
+from llmmesh_cache.embedders.names import (
+    LOCAL_EMBEDDER_NAME,
+    provider_embedder_name,
+    simulated_embedder_name,
+)
+from llmmesh_cache.embedders.registry import EmbedderKind, EmbedderRegistry
 from llmmesh_cache.index_sync import RedisIndexSync
 from llmmesh_cache.policy import CachePolicy
 from llmmesh_cache.servicer import CacheServicer
@@ -54,7 +59,18 @@ def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
         return SimulatedEmbedder(settings.simulated_dimensions)
 
     return EmbedderRegistry(
-        {"provider": provider, "local": local, "simulated": simulated},
+        {
+            "provider": EmbedderKind(
+                provider_embedder_name(
+                    settings.provider_embed_instance, settings.provider_embed_model
+                ),
+                provider,
+            ),
+            "local": EmbedderKind(LOCAL_EMBEDDER_NAME, local),
+            "simulated": EmbedderKind(
+                simulated_embedder_name(settings.simulated_dimensions), simulated
+            ),
+        },
         default_kind=settings.embedder,
     )
 

@@ -16,9 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from llmmesh_cache.embedders.base import EmbedderUnavailableError
+from llmmesh_cache.embedders.names import LOCAL_EMBEDDER_NAME
 from llmmesh_cache.embedders.normalize import normalized_rows
-
-MODEL_NAME = "all-MiniLM-L6-v2"
 
 
 def local_model_importable() -> bool:
@@ -38,7 +37,7 @@ class LocalMiniLMEmbedder:
 
     @property
     def name(self) -> str:
-        return f"local:{MODEL_NAME}"
+        return LOCAL_EMBEDDER_NAME
 
     def _loaded_model(self) -> Any:
         with self._lock:

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from llmmesh.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
 from llmmesh_cache.embedders.base import EmbedderUnavailableError
+from llmmesh_cache.embedders.names import provider_embedder_name
 from llmmesh_cache.embedders.normalize import normalized_rows
 
 
@@ -28,7 +29,7 @@ class ProviderEmbedder:
 
     @property
     def name(self) -> str:
-        return f"provider:{self._instance or 'default'}:{self._model or 'default'}"
+        return provider_embedder_name(self._instance, self._model)
 
     async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         request = provider_service_pb2.EmbedRequest(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from llmmesh_cache.embedders.names import simulated_embedder_name
 from llmmesh_cache.embedders.normalize import normalized_rows
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -26,7 +27,7 @@ class SimulatedEmbedder:
 
     @property
     def name(self) -> str:
-        return f"simulated-{self._dimensions}"
+        return simulated_embedder_name(self._dimensions)
 
     def _bucket(self, feature: str) -> tuple[int, float]:
         digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
