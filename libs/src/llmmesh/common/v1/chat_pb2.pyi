@@ -292,7 +292,9 @@ Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
 @_typing.final
 class TextDelta(_message.Message):
-    """TextDelta is a piece of answer text, passed on as the provider produced it."""
+    """TextDelta is a piece of answer text, passed on as soon as it arrives; text that arrived
+    from the provider together comes as one piece.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
