@@ -80,10 +80,22 @@ def _messages(prompt: str) -> list[chat_pb2.ChatMessage]:
     return [chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=prompt)]
 
 
+RouterClient = tuple[
+    router_service_pb2_grpc.RouterServiceStub, tuple[tuple[str, str]], router_pb2.CacheControl
+]
+
+
+def _router_client(spec: LoadSpec, channel: grpc.aio.Channel) -> RouterClient:
+    """The router stub, the caller's key as metadata, and the run's cache control."""
+    return (
+        router_service_pb2_grpc.RouterServiceStub(channel),
+        (("authorization", f"Bearer {spec.api_key}"),),
+        router_pb2.CacheControl(mode=CACHE_MODES[spec.cache_mode]),
+    )
+
+
 def _router_stream(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
-    stub = router_service_pb2_grpc.RouterServiceStub(channel)
-    metadata = (("authorization", f"Bearer {spec.api_key}"),)
-    cache = router_pb2.CacheControl(mode=CACHE_MODES[spec.cache_mode])
+    stub, metadata, cache = _router_client(spec, channel)
 
     async def call(prompt: str) -> Timings:
         request = router_service_pb2.StreamCompleteRequest(
@@ -105,9 +117,7 @@ def _router_stream(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
 
 
 def _router_unary(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
-    stub = router_service_pb2_grpc.RouterServiceStub(channel)
-    metadata = (("authorization", f"Bearer {spec.api_key}"),)
-    cache = router_pb2.CacheControl(mode=CACHE_MODES[spec.cache_mode])
+    stub, metadata, cache = _router_client(spec, channel)
 
     async def call(prompt: str) -> Timings:
         request = router_service_pb2.CompleteRequest(
