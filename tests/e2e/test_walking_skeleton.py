@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import pathlib
 import signal
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -174,3 +175,20 @@ def test_sigterm_during_a_stream_lets_it_finish_and_every_service_exits_0(
         assert mesh.processes["router"].process.wait(10) == 0
         codes = mesh.stop()
     assert all(code == 0 for code in codes.values()), codes
+
+
+def test_stop_signals_that_keep_coming_while_a_service_exits_do_not_kill_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Ctrl-C reaches every process of the group and a supervisor then sends SIGTERM: a stop
+    # signal can land after a service has drained, while it exits. It must still exit 0.
+    with local_mesh(tmp_path / "services.log") as mesh:
+        processes = {name: member.process for name, member in mesh.processes.items()}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(p.poll() is None for p in processes.values()):
+            for process in processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            time.sleep(0.002)
+        codes = {name: process.wait(5) for name, process in processes.items()}
+    assert codes == dict.fromkeys(SERVICES, 0)

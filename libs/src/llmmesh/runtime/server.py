@@ -35,6 +35,14 @@ DEPENDENCY_CHECK_TIMEOUT_S = 2.0
 AddServicer = Callable[[Any, grpc.aio.Server], None]
 
 
+# SIGHUP reloads the policy while serving; once stopping, there is nothing to reload.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _already_stopping() -> None:
+    log.debug("stop_signal_ignored", reason="already stopping")
+
+
 class ServiceHost:
     """Runs one service's servicer until a termination signal drains it."""
 
@@ -76,11 +84,12 @@ class ServiceHost:
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
-            # The handlers stay during the drain: a second signal (Ctrl-C reaches every
-            # process of the group, then a supervisor sends SIGTERM) must not kill it.
+            # A second signal (Ctrl-C reaches every process of the group, then a supervisor
+            # sends SIGTERM) must not kill it, during the drain or after: from here on the
+            # process is on its way out and a stop signal has nothing left to do.
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, _already_stopping)
             await self._drain(server)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         """Starts the drain, as SIGTERM does (for hosts that embed the service)."""
@@ -181,3 +190,7 @@ def run_service(
             uvloop.run(main())
     else:
         asyncio.run(main())
+    # Closing the loop restored the default dispositions, which would kill the process
+    # (exit -15) if a late stop signal arrived while the interpreter shuts down.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
