@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PROMPT ?= In two sentences, why does a production LLM gateway need rate limits?
 
-.PHONY: run test install install-dev system-deps check protos protos-generate lint typecheck unit bench clean
+.PHONY: run test install install-dev system-deps check protos protos-generate lint typecheck unit drills bench clean
 
 ## run: install the mesh into .venv, start the four services and stream an answer (Ctrl-C stops)
 run: install
@@ -43,7 +43,11 @@ typecheck:
 	$(BIN)/mypy libs/src services/router/src services/ratelimiter/src services/cache/src services/provider/src
 
 unit:
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow_drill"
+
+## drills: every fault drill, slow ones included, with a table of expected vs observed
+drills: system-deps install-dev
+	$(BIN)/python -m tests.drills
 
 ## bench: measure the mesh against its upstream (about 3 minutes); rewrites docs/benchmarks.md
 bench: system-deps install-dev
