@@ -10,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from llmmesh.policy import PolicyError
+from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh.runtime.wiring import Wiring
 from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.base import EntryStore
@@ -46,6 +47,7 @@ def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
             instance=settings.provider_embed_instance,
             model=settings.provider_embed_model,
             timeout_s=settings.embed_timeout_s,
+            credentials=MeshCredentials.from_settings(settings),
         )
 
     def local() -> Embedder:
