@@ -1,4 +1,8 @@
-"""The four services as real processes on free ports, for end-to-end tests."""
+"""The four services as real processes on free ports, for end-to-end tests.
+
+They talk mTLS with certificates made for the test (see llmmesh.mesh), as `llmmesh up`
+does; `peers` chooses the mesh token or plain text instead.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import pathlib
 from collections.abc import Iterator, Mapping
 
-from llmmesh.mesh import SERVICES, Mesh
+from llmmesh.mesh import SERVICES, Mesh, PeerSecurity
 from llmmesh.testing.ports import free_port
 
 DEV_API_KEY = "llmmesh-dev-key"
@@ -19,11 +23,16 @@ def free_mesh_ports() -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def local_mesh(log_path: pathlib.Path, env: Mapping[str, str] | None = None) -> Iterator[Mesh]:
+def local_mesh(
+    log_path: pathlib.Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    peers: PeerSecurity = "mtls",
+) -> Iterator[Mesh]:
     """A started mesh whose processes log to `log_path`; stopped (SIGTERM) on exit."""
     environment = {**os.environ, **(env or {})}
     with log_path.open("ab") as log:
-        mesh = Mesh(free_mesh_ports(), environment, log_to=log)
+        mesh = Mesh(free_mesh_ports(), environment, log_to=log, peers=peers)
         mesh.start()
         try:
             yield mesh
