@@ -10,6 +10,7 @@ made with.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import grpc
 import structlog
@@ -130,6 +131,16 @@ def server_credentials(
         fetch_configuration,
         require_client_authentication=require_client_certificate,
     )
+
+
+def redis_tls_options(url: str, ca_file: str) -> dict[str, Any]:
+    """redis-py options for a `rediss://` URL whose server certificate chains to `ca_file`
+    (LLMMESH_REDIS_CA_FILE); without it the system's CA bundle applies. Anything else
+    redis-py reads from the URL's query (`ssl_certfile`, `ssl_keyfile` for client
+    certificates, `ssl_cert_reqs`) works as usual."""
+    if ca_file and url.startswith("rediss://"):
+        return {"ssl_ca_certs": ca_file}
+    return {}
 
 
 def channel_credentials(certificates: CertificateSet) -> grpc.ChannelCredentials:

@@ -31,3 +31,5 @@ class RouterSettings(ServiceSettings):
     public_client_ca_file: str = ""
     # Redis for sharing circuit breaker state (policy `routing.breaker.shared`).
     redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))
+    # The CA bundle a `rediss://` server's certificate must chain to (system CAs if empty).
+    redis_ca_file: str = pydantic.Field(default="", validation_alias=shared("REDIS_CA_FILE"))
