@@ -168,6 +168,15 @@ class Mesh:
         self.wait_serving(replica)
         return replica
 
+    def restart(self, service: str) -> MeshProcess:
+        """Stops one service (SIGTERM) and starts it again on the same ports."""
+        member = self.processes[service]
+        member.process.send_signal(signal.SIGTERM)
+        member.process.wait(STOP_TIMEOUT_S)
+        self.processes[service] = self._spawn(service, member.port, member.health_port)
+        self.wait_serving(self.processes[service])
+        return self.processes[service]
+
     def environment(self) -> dict[str, str]:
         """What every service is started with: ports, peers' addresses and credentials."""
         assert self.credentials is not None, "the mesh has not started"

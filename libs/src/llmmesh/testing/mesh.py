@@ -11,6 +11,9 @@ import os
 import pathlib
 from collections.abc import Iterator, Mapping
 
+import grpc
+
+from llmmesh.local_ca import IssuedCertificate
 from llmmesh.mesh import SERVICES, Mesh, PeerSecurity
 from llmmesh.testing.ports import free_port
 
@@ -20,6 +23,28 @@ AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
 
 def free_mesh_ports() -> dict[str, int]:
     return {service: free_port() for service in SERVICES}
+
+
+def peer_certificate(mesh: Mesh, name: str) -> IssuedCertificate:
+    """A certificate from the mesh's CA: a service's own, or a new one for any other name
+    (a stranger that the CA vouches for, but no allow-list names)."""
+    credentials = mesh.credentials
+    if credentials is None or credentials.peers != "mtls":
+        raise RuntimeError("not a running mTLS mesh")
+    issued = credentials.certificates.get(name)
+    if issued is None:
+        issued = credentials.authority.issue(name, file_stem=f"extra-{name}")
+    return issued
+
+
+def peer_channel_credentials(mesh: Mesh, name: str) -> grpc.ChannelCredentials:
+    """TLS credentials to call the mesh's services directly with `peer_certificate`."""
+    issued = peer_certificate(mesh, name)
+    return grpc.ssl_channel_credentials(
+        root_certificates=issued.ca_file.read_bytes(),
+        private_key=issued.key_file.read_bytes(),
+        certificate_chain=issued.cert_file.read_bytes(),
+    )
 
 
 @contextlib.contextmanager
