@@ -48,6 +48,8 @@ SCENARIOS = (
 
 # Each hop called on its own, one call at a time, on the instant upstream.
 HOP_TARGETS = ("ratelimiter", "cache-lookup", "provider")
+# Targets that call an internal service directly, with the router's mesh credentials.
+DIRECT_TO_PEERS = frozenset(HOP_TARGETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +153,7 @@ class Runner:
             "provider": upstream.provider_model,
             "upstream-http": upstream.provider_model,
         }
+        credentials = self._env.peer_credentials() if target in DIRECT_TO_PEERS else {}
         return LoadSpec(
             target=target,
             address=addresses[target],
@@ -161,6 +164,7 @@ class Runner:
             instance=upstream.provider_instance,
             api_key=API_KEY,
             tenant=TENANT,
+            **credentials,
             **extra,
         )
 
