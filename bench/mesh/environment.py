@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
@@ -162,8 +161,6 @@ class Environment:
     mesh: Mesh
     upstreams: dict[str, Upstream]
     workdir: pathlib.Path
-    # From starting the four processes to every one reporting SERVING.
-    start_s: float = 0.0
 
     def peer_credentials(self) -> dict[str, str]:
         """LoadSpec fields to call an internal service directly with the router's identity."""
@@ -210,9 +207,7 @@ def running_environment(
             **service_env,
         }
         mesh = Mesh(free_mesh_ports(), env, log_to=log, python=services_python, peers=peers)
-        started = time.perf_counter()
         mesh.start()
-        start_s = time.perf_counter() - started
         stack.callback(mesh.stop)
         upstreams = {
             pacing.name: Upstream(
@@ -224,4 +219,4 @@ def running_environment(
             )
             for pacing in PACINGS
         }
-        yield Environment(kind, redis, mesh, upstreams, workdir, start_s)
+        yield Environment(kind, redis, mesh, upstreams, workdir)

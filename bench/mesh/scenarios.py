@@ -107,6 +107,10 @@ class Runner:
             elif "llmmesh.testing.fake_upstreams" in child.cmdline():
                 self._others[_upstream_label(child.cmdline())] = child
 
+    @property
+    def environment(self) -> Environment:
+        return self._env
+
     def idle_rss_mib(self) -> dict[str, float]:
         time.sleep(IDLE_SETTLE_S)
         return rss_mib(self._services)
@@ -185,8 +189,11 @@ class Runner:
 
     def hops(self) -> dict[str, Measured]:
         self._progress("hops: each service called on its own, c=1")
-        upstream = self._env.upstreams["instant"]
-        return {target: self.measure(self._spec(target, upstream, 1)) for target in HOP_TARGETS}
+        return {target: self.hop(target) for target in HOP_TARGETS}
+
+    def hop(self, target: str) -> Measured:
+        """One service called on its own, one call at a time, on the instant upstream."""
+        return self.measure(self._spec(target, self._env.upstreams["instant"], 1))
 
 
 def _upstream_label(command: list[str]) -> str:

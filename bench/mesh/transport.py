@@ -1,21 +1,24 @@
 """What TLS between the services costs: the same mesh with plain text and with mTLS, in one run.
 
-Run from the repository root: `.venv/bin/python -m bench.mesh.transport`. For each way the
-services talk (plain text with `LLMMESH_INSECURE_PEERS=true`, then mTLS with the run's
-certificates) it starts Redis, the fake upstreams and the four services, and measures:
-how long the mesh takes to report SERVING; a new connection to a peer and its first call
-(the TLS handshake, on a connection of its own); the first token through the router at
-c=1; each hop called on its own at c=1; and streamed throughput at c=64 with the services'
-CPU per request. Results go to the "TLS between services" section of docs/benchmarks.md.
+Run from the repository root: `.venv/bin/python -m bench.mesh.transport`. It starts two
+meshes side by side, each with its own Redis and fake upstreams: one whose services talk
+plain text (`LLMMESH_INSECURE_PEERS=true`), one whose services talk mTLS with the run's
+certificates. Then, round after round, it measures each thing on one mesh and at once on
+the other (alternating which goes first), so that whatever else loads the machine weighs
+on both alike: a new connection to a peer and its first call (the handshake every channel
+pays when a service starts or reconnects); the first token through the router at c=1;
+each hop called on its own at c=1; and streamed throughput at c=64 with the services' CPU
+per request. The table shows medians over the rounds and goes to the "TLS between
+services" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import pathlib
-import re
 import shlex
 import statistics
 import sys
@@ -25,7 +28,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.mesh.environment import Environment, running_environment
-from bench.mesh.report import SERVICES, machine_description
+from bench.mesh.report import SERVICES, machine_description, write_into
 from bench.mesh.scenarios import HOP_TARGETS, SCENARIOS, Measured, Runner, Timing
 from bench.mesh.stats import Distribution
 from llmmesh.mesh import PeerSecurity
@@ -40,10 +43,11 @@ CONNECTIONS = 200
 
 @dataclasses.dataclass
 class ModeResult:
-    start_s: float
-    connection: Distribution
-    scenarios: dict[str, Measured]
-    hops: dict[str, Measured]
+    """One round's measurements of one mesh."""
+
+    connection: Distribution = dataclasses.field(default_factory=lambda: Distribution.of([]))
+    scenarios: dict[str, Measured] = dataclasses.field(default_factory=dict)
+    hops: dict[str, Measured] = dataclasses.field(default_factory=dict)
 
 
 def connection_cost(env: Environment, samples: int = CONNECTIONS) -> Distribution:
@@ -76,14 +80,22 @@ def connection_cost(env: Environment, samples: int = CONNECTIONS) -> Distributio
     return Distribution.of(times_ms)
 
 
-def measure_mode(env: Environment, timing: Timing, connections: int) -> ModeResult:
-    runner = Runner(env, timing, _progress)
-    scenarios = {}
-    for scenario in SCENARIOS:
-        if scenario.name in COMPARED:
-            mesh_only = dataclasses.replace(scenario, with_direct=False)
-            scenarios[scenario.name] = runner.scenario(mesh_only).mesh
-    return ModeResult(env.start_s, connection_cost(env, connections), scenarios, runner.hops())
+def measure_round(
+    runners: dict[str, Runner], connections: int, first: str
+) -> dict[str, ModeResult]:
+    """Every measurement once on each mesh, the two runs of each back to back."""
+    order = sorted(runners, key=lambda mode: mode != first)
+    results = {mode: ModeResult() for mode in runners}
+    compared = [dataclasses.replace(s, with_direct=False) for s in SCENARIOS if s.name in COMPARED]
+    for mode in order:
+        results[mode].connection = connection_cost(runners[mode].environment, connections)
+    for scenario in compared:
+        for mode in order:
+            results[mode].scenarios[scenario.name] = runners[mode].scenario(scenario).mesh
+    for target in HOP_TARGETS:
+        for mode in order:
+            results[mode].hops[target] = runners[mode].hop(target)
+    return results
 
 
 def _cpu_ms_per_request(measured: Measured) -> float:
@@ -104,7 +116,6 @@ def measures(result: ModeResult) -> list[tuple[str, float, str]]:
     first = result.scenarios["first-token-c1"].result
     saturated = result.scenarios["saturation-c64"]
     rows = [
-        ("mesh start, to every service SERVING (s)", result.start_s, "{:.2f}"),
         ("new connection to a peer + first call, p50 (ms)", result.connection.p50_ms, "{:.2f}"),
         ("new connection to a peer + first call, p99 (ms)", result.connection.p99_ms, "{:.2f}"),
         ("router first token, c=1, p50 (ms)", first.first_token.p50_ms, "{:.2f}"),
@@ -155,17 +166,6 @@ def render(results: dict[str, list[ModeResult]], *, command: str, settings: str)
     return "\n".join([*lines, "", END]) + "\n"
 
 
-def write_into(document: pathlib.Path, rendered: str) -> None:
-    """Replaces this benchmark's block in the document, or appends it under its heading."""
-    text = document.read_text()
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: rendered, text)
-    else:
-        text = text.rstrip("\n") + "\n\n## TLS between services\n\n" + rendered
-    document.write_text(text)
-
-
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument(
-        "--rounds", type=int, default=2,
-        help="plain text and mTLS alternate this many times; the table shows medians",
+        "--rounds", type=int, default=3,
+        help="how often every measurement is taken on each mesh; the table shows medians",
     )  # fmt: skip
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--output", type=pathlib.Path, default=DOCUMENT)
@@ -187,15 +187,23 @@ def main() -> None:
     arguments = parser.parse_args()
     timing = Timing(duration_s=arguments.duration_s, warmup_s=arguments.warmup_s)
     results: dict[str, list[ModeResult]] = {mode: [] for mode, _ in MODES}
-    for round_number in range(1, arguments.rounds + 1):
+    with contextlib.ExitStack() as stack:
+        runners = {}
         for mode, label in MODES:
-            _progress(f"== round {round_number}: services talk {label}")
-            with running_environment("openai", {}, arguments.log, sys.executable, mode) as env:
-                results[mode].append(measure_mode(env, timing, arguments.connections))
+            _progress(f"== starting the mesh whose services talk {label}")
+            env = stack.enter_context(
+                running_environment("openai", {}, arguments.log, sys.executable, mode)
+            )
+            runners[mode] = Runner(env, timing, _progress)
+        for round_number in range(arguments.rounds):
+            first = MODES[round_number % len(MODES)][0]
+            _progress(f"== round {round_number + 1}, {first} first")
+            for mode, result in measure_round(runners, arguments.connections, first).items():
+                results[mode].append(result)
     settings = (
         f"fake OpenAI upstream (instant, 16 chunks); {timing.duration_s:g} s measured after "
-        f"{timing.warmup_s:g} s warm-up per run; medians of {arguments.rounds} alternating "
-        "rounds; Redis backends; services from this "
+        f"{timing.warmup_s:g} s warm-up per run; medians of {arguments.rounds} rounds, the two "
+        "meshes running side by side and measured back to back; Redis backends; services from this "
         f"interpreter's environment; {arguments.connections} new connections; the router's own "
         "port is plain text in both"
     )
@@ -203,7 +211,9 @@ def main() -> None:
     rendered = render(results, command=command, settings=settings)
     print(rendered)
     if not arguments.no_write:
-        write_into(arguments.output, rendered)
+        write_into(
+            arguments.output, rendered, start=START, end=END, heading="## TLS between services"
+        )
         _progress(f"wrote {arguments.output}")
 
 

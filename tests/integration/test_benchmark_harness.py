@@ -78,7 +78,7 @@ def test_the_transport_comparison_measures_plain_text_and_mtls_side_by_side(
     assert "errors in all runs: 0" in report
     rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$", report, re.M)
     labels = {label for label, *_ in rows}
-    assert len(rows) == 11, report
+    assert len(rows) == 10, report
     assert "new connection to a peer + first call, p50 (ms)" in labels
     assert "streamed throughput, c=64 (req/s)" in labels
     assert all(float(plain) > 0 and float(tls) > 0 for _, plain, tls, _ in rows), report
