@@ -1,5 +1,6 @@
 """Ports are never shared: a service whose port is taken exits 2 with one line naming it,
-and a second `llmmesh up` refuses to start beside a running mesh."""
+and a second `llmmesh up` refuses to start beside a running mesh; `llmmesh health` reads
+the plain-text health ports."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
+from llmmesh.cli import app
 from llmmesh.mesh import SERVICES, Mesh
 from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
 from llmmesh.testing.mesh import AUTH_METADATA, local_mesh
@@ -57,7 +60,9 @@ def test_a_service_started_on_a_taken_port_exits_2_with_one_line_naming_it(
     assert last_line == f"llmmesh-ratelimiter: port {taken_port} on 127.0.0.1 is in use"
 
 
-def test_a_second_llmmesh_up_fails_fast_with_the_port_message(tmp_path: pathlib.Path) -> None:
+def test_a_second_llmmesh_up_fails_fast_and_llmmesh_health_reads_the_health_ports(
+    tmp_path: pathlib.Path,
+) -> None:
     with local_mesh(tmp_path / "services.log") as mesh:
         env = {**os.environ}
         for service in SERVICES:
@@ -75,6 +80,11 @@ def test_a_second_llmmesh_up_fails_fast_with_the_port_message(tmp_path: pathlib.
         assert "is in use: is another mesh running?" in stderr
         assert "Traceback" not in stderr
         _still_serves(mesh)
+        health = CliRunner().invoke(
+            app, ["health", *(f"--{s}={mesh.health_ports[s]}" for s in SERVICES)]
+        )
+        assert health.exit_code == 0, health.output
+        assert health.output.count("SERVING") == len(SERVICES)
 
 
 def _still_serves(mesh: Mesh) -> None:

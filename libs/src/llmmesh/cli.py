@@ -74,12 +74,12 @@ def up(
         raise typer.Exit(2) from None
     try:
         mesh.start()
-        peers = "plain text (insecure peers)" if insecure_peers else "mTLS"
-        typer.echo(f"services talk {peers}; health (plain text) on the second port", err=True)
+        between = "in plain text (insecure peers)" if insecure_peers else "mTLS"
+        typer.echo(f"the services talk {between}; the router's port is plain text", err=True)
         for service in SERVICES:
             member = mesh.processes[service]
             typer.echo(
-                f"{service:<12} serving on {member.address}, health on {member.health_port}",
+                f"{service:<12} serving on {member.address} (health: {member.health_port})",
                 err=True,
             )
         if chat:
