@@ -1,21 +1,32 @@
-"""The parts of mesh security that need no running service: identities and allow-lists,
-the token, watched files, the log throttle, and the start rule's messages."""
+"""Mesh security in one process: identities and allow-lists, the token, watched files, the
+log throttle, the start rule's messages, and a public port that serves TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 
+import grpc
+import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.local_ca import LocalCertificateAuthority
 from llmmesh.runtime.log_throttle import LogThrottle
-from llmmesh.runtime.mesh_security import MeshCredentials, MeshSecurityError, mesh_serving
+from llmmesh.runtime.mesh_security import (
+    MeshCredentials,
+    MeshSecurityError,
+    mesh_serving,
+    public_serving,
+)
 from llmmesh.runtime.mesh_token import MeshToken, TokenConfigError
 from llmmesh.runtime.peer_identity import AllowedPeers, CallerRules, certificate_identity
+from llmmesh.runtime.server import ServiceHost
 from llmmesh.runtime.settings import ServiceSettings
 from llmmesh.runtime.tls import TlsConfigError, TlsFiles, read_certificates
 from llmmesh.runtime.watched_files import WatchedFiles, check_all_now
+from llmmesh.runtime.wiring import Wiring
 
 TOKEN = "s3cret-mesh-token-0123456789"
 
@@ -165,3 +176,33 @@ def test_a_serving_service_needs_its_own_certificate_beside_a_ca(tmp_path: pathl
     credentials = MeshCredentials.from_settings(settings)
     with pytest.raises(MeshSecurityError, match="LLMMESH_RATELIMITER_TLS_CERT_FILE"):
         mesh_serving(CallerRules(("router",)))(settings, credentials)
+
+
+async def test_a_public_port_with_a_certificate_and_no_client_ca_serves_tls_to_anyone(
+    tmp_path: pathlib.Path,
+) -> None:
+    authority = LocalCertificateAuthority(tmp_path)
+    served = authority.issue("router")
+    transport = public_serving(
+        TlsFiles(str(served.cert_file), str(served.key_file)), variables="TEST_*"
+    )
+    host = ServiceHost(
+        service_name="t.Public",
+        settings=ServiceSettings(listen_host="127.0.0.1", port=0),
+        wiring=Wiring(servicer=None),
+        add_servicer=lambda servicer, server: None,
+        transport=transport,
+    )
+    task = asyncio.create_task(host.run())
+    while host.port == 0:
+        await asyncio.sleep(0.01)
+    request = health_pb2.HealthCheckRequest()
+    tls = grpc.ssl_channel_credentials(root_certificates=authority.certificate_pem)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{host.port}", tls) as channel:
+        assert await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    host.request_stop()
+    await task
