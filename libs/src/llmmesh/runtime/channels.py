@@ -1,19 +1,28 @@
-"""Client channels between services: keepalive, and round-robin over every DNS address.
+"""Client channels between services: keepalive, round-robin over every DNS address, and
+the mesh's credentials.
 
 A target such as `ratelimiter:50052` resolves through the dns resolver to all replicas
-(a headless Service in Kubernetes), and calls are spread over them round-robin.
+(a headless Service in Kubernetes), and calls are spread over them round-robin. With the
+mesh's certificates the channel is TLS (renewed when they rotate) and presents them; with a
+mesh token every call carries it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.runtime.client_tracing import client_tracing_interceptors
+from llmmesh.runtime.mesh_token import token_interceptors
+from llmmesh.runtime.renewing_channel import RenewingChannel
+
+if TYPE_CHECKING:
+    from llmmesh.runtime.mesh_security import MeshCredentials
 
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
@@ -34,8 +43,9 @@ def open_channel(
     address: str,
     *,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    credentials: MeshCredentials | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to a peer service (the mesh runs inside a trusted network)."""
+    """A channel to a peer service, with the mesh's credentials where there are any."""
     options = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
@@ -50,10 +60,15 @@ def open_channel(
         ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
-    return grpc.aio.insecure_channel(
-        dns_target(address),
-        options=options,
-        interceptors=[*client_tracing_interceptors(), *interceptors],
+    target = dns_target(address)
+    chain = [*client_tracing_interceptors(), *interceptors]
+    if credentials is not None and credentials.token is not None:
+        chain.extend(token_interceptors(credentials.token))
+    if credentials is None or credentials.certificates is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=chain)
+    return RenewingChannel(
+        credentials.certificates,
+        lambda tls: grpc.aio.secure_channel(target, tls, options=options, interceptors=chain),
     )
 
 

@@ -6,6 +6,7 @@ Log calls name what happened and carry ids and counts, never prompt text, answer
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -22,6 +23,14 @@ def _add_trace_context(
         event["trace_id"] = format(span_context.trace_id, "032x")
         event["span_id"] = format(span_context.span_id, "016x")
     return event
+
+
+def keep_grpc_core_logs_to_errors() -> None:
+    """gRPC core's own log (plain text on stderr) down to errors, unless GRPC_VERBOSITY says
+    otherwise. Its INFO lines include one per failed TLS handshake, so any client could fill
+    the log by connecting without a certificate. Read once, when grpc is first imported: a
+    service calls this from its package's `__init__`, before anything imports grpc."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def configure_logging(service: str, level: str = "info") -> None:

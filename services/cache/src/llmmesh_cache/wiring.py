@@ -10,6 +10,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from llmmesh.policy import PolicyError
+from llmmesh.runtime.mesh_security import MeshCredentials
+from llmmesh.runtime.tls import redis_tls_options
 from llmmesh.runtime.wiring import Wiring
 from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.base import EntryStore
@@ -46,6 +48,7 @@ def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
             instance=settings.provider_embed_instance,
             model=settings.provider_embed_model,
             timeout_s=settings.embed_timeout_s,
+            credentials=MeshCredentials.from_settings(settings),
         )
 
     def local() -> Embedder:
@@ -111,6 +114,7 @@ async def build_servicer(settings: CacheSettings, policy_document: dict[str, Any
             # fresh connection keeps that from reaching callers once Redis is back.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=REDIS_RETRIES),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            **redis_tls_options(settings.redis_url, settings.redis_ca_file),
         )
         redis_store = RedisEntryStore(client, settings.redis_key_prefix)
         sync = RedisIndexSync(redis_store, index, settings.sync_block_ms)

@@ -23,5 +23,13 @@ class RouterSettings(ServiceSettings):
     default_max_tokens: int = pydantic.Field(default=512, gt=0)
     # Upper bound for requests that arrive without a deadline.
     default_timeout_s: float = pydantic.Field(default=120.0, gt=0)
+    # TLS on the router's own, client-facing port (plain text without them); with a client
+    # CA, callers must present a certificate from it (mTLS for backends). The mesh identity
+    # that the router presents to its peers is LLMMESH_ROUTER_TLS_* instead.
+    public_tls_cert_file: str = ""
+    public_tls_key_file: str = ""
+    public_client_ca_file: str = ""
     # Redis for sharing circuit breaker state (policy `routing.breaker.shared`).
     redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))
+    # The CA bundle a `rediss://` server's certificate must chain to (system CAs if empty).
+    redis_ca_file: str = pydantic.Field(default="", validation_alias=shared("REDIS_CA_FILE"))
