@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from llmmesh.policy import PolicyError, read_policy_document
 from llmmesh.runtime.channels import SERVER_KEEPALIVE_OPTIONS
 from llmmesh.runtime.interceptors import ServerCallInterceptor
+from llmmesh.runtime.redaction import log_loop_exception
 from llmmesh.runtime.settings import ServiceSettings
 from llmmesh.runtime.wiring import Wiring
 
@@ -173,6 +174,7 @@ def run_service(
     """
 
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(log_loop_exception)
         wiring: Wiring = await build()
         await ServiceHost(
             service_name=service_name,
