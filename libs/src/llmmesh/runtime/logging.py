@@ -33,7 +33,7 @@ def configure_logging(service: str, level: str = "info") -> None:
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     # Tracebacks without local variables (locals hold requests, and requests hold prompts)
     # and without exception messages (parsers quote the input that failed them).
-    render_exception = [
+    render_exception: list[Any] = [
         structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         ),
