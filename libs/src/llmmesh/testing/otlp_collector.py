@@ -1,6 +1,7 @@
 """A real OTLP/gRPC receiver for tests: services export to it as they would to a collector.
 
-It keeps every span and metric it receives, decoded into plain records.
+It keeps every span and metric it receives, decoded into plain records, and the bytes of
+every export as they arrived, for tests that search everything a process sent.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class OtlpCollector(
         self.spans: list[SpanRecord] = []
         self.metric_names: set[str] = set()
         self.metric_points: list[tuple[str, dict[str, Any], Any]] = []
+        self._raw_exports: list[bytes] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
@@ -62,6 +64,8 @@ class OtlpCollector(
         self._server.stop(None)
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._lock:
+            self._raw_exports.append(request.SerializeToString())
         if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
             self._take_spans(request)
             return trace_service_pb2.ExportTraceServiceResponse()
@@ -103,6 +107,11 @@ class OtlpCollector(
                             self.metric_points.append(
                                 (metric.name, _attributes(point.attributes), point)
                             )
+
+    def exported_bytes(self) -> bytes:
+        """Every export request received so far (spans and metrics), serialized, joined."""
+        with self._lock:
+            return b"\n".join(self._raw_exports)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self._lock:
