@@ -3,7 +3,6 @@ enough for a trailer whatever they hold."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 
 import grpc
@@ -24,6 +23,7 @@ from llmmesh.runtime.errors import (
     invalid_argument,
 )
 from llmmesh.runtime.interceptors import ServerCallInterceptor
+from llmmesh.testing.trailers import trailer_wire_bytes
 
 QUOTA_FAILURE = RpcFailure(
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -126,17 +126,6 @@ TRAILER_LIMIT_BYTES = 4096
 HUGE_NAME = "m" * 20_000
 
 
-def _wire_trailer_bytes(error: grpc.aio.AioRpcError) -> int:
-    """The trailer as it travels: grpc-message percent-encoded, binary values in base64."""
-    size = len("grpc-status") + 2
-    message = (error.details() or "").encode()
-    size += len("grpc-message") + sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in message)
-    for key, value in error.trailing_metadata() or ():
-        raw = value if isinstance(value, bytes) else value.encode()
-        size += len(key) + (len(base64.b64encode(raw)) if key.endswith("-bin") else len(raw))
-    return size
-
-
 SOURCES = {
     "huge value in the message": lambda: invalid_argument(
         [FieldViolation("model", f"unknown model {HUGE_NAME!r}")]
@@ -186,7 +175,7 @@ async def test_any_failure_arrives_with_its_own_status_in_a_trailer_under_4_kb(
         await channel.unary_unary("/t.T/Fail")(b"")
     assert caught.value.code() == planted[0].code  # not RESOURCE_EXHAUSTED "Stream removed"
     assert error_details(caught.value).domain == ERROR_DOMAIN
-    assert _wire_trailer_bytes(caught.value) < TRAILER_LIMIT_BYTES
+    assert trailer_wire_bytes(caught.value) < TRAILER_LIMIT_BYTES
 
 
 def test_a_long_message_is_cut_with_an_ellipsis_within_the_bound() -> None:
