@@ -22,8 +22,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from llmmesh.cache.v1 import cache_service_pb2
 from llmmesh.common.v1 import chat_pb2
+from llmmesh.mesh import Mesh
 from llmmesh.policy import hash_api_key
+from llmmesh.provider.v1 import provider_service_pb2
+from llmmesh.ratelimit.v1 import ratelimit_service_pb2
 from llmmesh.router.v1 import router_service_pb2
 from llmmesh.runtime.errors import error_details
 from llmmesh.runtime.request_decoding import MALFORMED_REQUESTS_METRIC
@@ -102,9 +106,9 @@ def log_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def channel(
+def mesh(
     collector: OtlpCollector, log_path: pathlib.Path, request: pytest.FixtureRequest
-) -> Iterator[grpc.Channel]:
+) -> Iterator[Mesh]:
     policy_path = log_path.parent / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(_policy()))
     env = {
@@ -116,14 +120,17 @@ def channel(
         "OTEL_TRACES_SAMPLER": "always_off",  # only the metrics matter here
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }
+    with local_mesh(log_path, env) as running:
+        yield running
+    _print_table(request)
+
+
+@pytest.fixture(scope="module")
+def channel(mesh: Mesh) -> Iterator[grpc.Channel]:
     # The client may send more than the router accepts, to see that refused too.
     options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    with (
-        local_mesh(log_path, env) as mesh,
-        grpc.insecure_channel(mesh.router_address, options) as client,
-    ):
+    with grpc.insecure_channel(mesh.router_address, options) as client:
         yield client
-    _print_table(request)
 
 
 def _observe(prop: str, channel: grpc.Channel, method: str, raw: bytes, metadata: Any) -> None:
@@ -306,6 +313,32 @@ def test_any_bytes_get_an_allowed_status_and_a_small_trailer(
     _observe("raw bytes", channel, method, raw, AUTH)
 
 
+INTERNAL_SERVICES = {
+    "ratelimiter": ratelimit_service_pb2.DESCRIPTOR.services_by_name["RateLimitService"],
+    "cache": cache_service_pb2.DESCRIPTOR.services_by_name["CacheService"],
+    "provider": provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"],
+}
+
+
+@pytest.mark.parametrize("service", list(INTERNAL_SERVICES))
+def test_every_rpc_of_the_internal_services_refuses_malformed_bytes_alike(
+    mesh: Mesh, service: str
+) -> None:
+    with grpc.insecure_channel(mesh.processes[service].address) as internal:
+        for method in INTERNAL_SERVICES[service].methods:
+            path = f"/{method.containing_service.full_name}/{method.name}"
+            call = internal.unary_stream if method.server_streaming else internal.unary_unary
+            with pytest.raises(grpc.RpcError) as caught:
+                # A field whose length runs past the end: malformed for any message type.
+                result = call(path)(b"\x12\x7f\x01", timeout=CALL_TIMEOUT_S)
+                list(result) if method.server_streaming else None
+            details = error_details(caught.value)
+            assert (details.code, details.reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "MALFORMED_REQUEST",
+            ), path
+
+
 def test_malformed_requests_were_counted_and_logged_once_per_peer_per_minute(
     channel: grpc.Channel, collector: OtlpCollector, log_path: pathlib.Path
 ) -> None:
@@ -324,7 +357,11 @@ def test_malformed_requests_were_counted_and_logged_once_per_peer_per_minute(
 
     collector.wait_for(counted, timeout_s=10)
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
-    logged = [line for line in lines if line["message"] == "malformed_request"]
+    logged = [
+        line
+        for line in lines
+        if line["message"] == "malformed_request" and line["service"] == "router"
+    ]
     minutes = 1 + len({line["timestamp"][:16] for line in logged})
     assert 1 <= len(logged) <= minutes, logged
     assert not [line for line in lines if line["level"] in ("error", "critical")]
