@@ -22,7 +22,7 @@ from llmmesh.runtime.errors import (
     error_details,
     invalid_argument,
 )
-from llmmesh.runtime.interceptors import ServerCallInterceptor
+from llmmesh.testing.intercepted import intercepted_server
 from llmmesh.testing.trailers import trailer_wire_bytes
 
 QUOTA_FAILURE = RpcFailure(
@@ -52,18 +52,13 @@ async def _crash(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
         "Crash": grpc.unary_unary_rpc_method_handler(_crash),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+    async with intercepted_server(handlers) as client:
         yield client
-    await server.stop(None)
 
 
 async def test_unary_failure_arrives_with_error_info_retry_info_and_quota_failure(
@@ -155,14 +150,9 @@ async def failing_channel() -> AsyncIterator[tuple[grpc.aio.Channel, list[RpcFai
     async def fail(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         raise planted[0]
 
-    server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     handlers = {"Fail": grpc.unary_unary_rpc_method_handler(fail)}
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+    async with intercepted_server(handlers) as client:
         yield client, planted
-    await server.stop(None)
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -14,8 +14,8 @@ import grpc.aio
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmmesh.runtime.interceptors import ServerCallInterceptor
 from llmmesh.runtime.redaction import exception_type, traceback_without_messages
+from llmmesh.testing.intercepted import intercepted_server
 from llmmesh.testing.spans import span_exporter
 
 MARKER = "prompt-marker-4711"
@@ -104,14 +104,9 @@ async def _crash(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     span_exporter()  # spans are recorded from here on
-    server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     handlers = {"Crash": grpc.unary_unary_rpc_method_handler(_crash)}
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+    async with intercepted_server(handlers) as client:
         yield client
-    await server.stop(None)
 
 
 async def test_a_crash_in_a_handler_is_on_its_span_by_type_and_stack_only(

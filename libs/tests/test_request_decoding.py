@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from llmmesh.router.v1 import router_service_pb2
 from llmmesh.runtime.errors import error_details
-from llmmesh.runtime.interceptors import ServerCallInterceptor
 from llmmesh.runtime.request_decoding import PerKeyThrottle, RequestDecoder, peer_host
+from llmmesh.testing.intercepted import intercepted_server
 
 Request = router_service_pb2.StreamCompleteRequest
 Response = router_service_pb2.StreamCompleteResponse
@@ -33,7 +33,6 @@ async def _stream(request: Request, context: object) -> AsyncIterator[Response]:
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     codecs = {
         "request_deserializer": Request.FromString,
         "response_serializer": Response.SerializeToString,
@@ -42,14 +41,13 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
         "Unary": grpc.unary_unary_rpc_method_handler(_unary, **codecs),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream, **codecs),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", handlers)])
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    reflection.enable_server_reflection(["t.T", reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+
+    def add_health_and_reflection(server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        reflection.enable_server_reflection(["t.T", reflection.SERVICE_NAME], server)
+
+    async with intercepted_server(handlers, add_more=add_health_and_reflection) as client:
         yield client
-    await server.stop(None)
 
 
 @pytest.fixture

@@ -130,7 +130,8 @@ def _paths() -> dict[str, tuple[Message | bytes, tuple[tuple[str, str | bytes], 
     }  # fmt: skip
 
 
-# What the fake upstream answers, path by path (the others get its default answer).
+# What the fragile model's upstream answers, path by path. It is an upstream of its own, so
+# no embedding call of the cache (which goes to the other) can take a scripted reply.
 UPSTREAM_SCRIPT = {
     "upstream-4xx": [http_error(UpstreamProblem.BAD_REQUEST)],
     "upstream-5xx": [http_error(UpstreamProblem.SERVER_ERROR)] * 2,
@@ -138,9 +139,9 @@ UPSTREAM_SCRIPT = {
 }
 
 
-def _policy(upstream: FakeOpenAI) -> dict[str, object]:
+def _policy(upstream: FakeOpenAI, fragile: FakeOpenAI) -> dict[str, object]:
     def model(name: str) -> dict[str, object]:
-        return {"name": name, "provider": "upstream", "upstream_model": f"{name}-upstream"}
+        return {"name": name, "provider": name, "upstream_model": f"{name}-upstream"}
 
     return {
         "tenants": [
@@ -154,8 +155,10 @@ def _policy(upstream: FakeOpenAI) -> dict[str, object]:
         "models": [model("primary"), model("fragile")],
         "routing": {"retry": {"max_attempts_per_model": 2, "backoff_base_s": 0.01}},
         "providers": {"instances": [
-            {"name": "upstream", "backend": "openai", "base_url": upstream.base_url,
-             "api_key_env": "FAKE_UPSTREAM_KEY", "embedding_models": ["embed-model"]}]},
+            {"name": "primary", "backend": "openai", "base_url": upstream.base_url,
+             "api_key_env": "FAKE_UPSTREAM_KEY", "embedding_models": ["embed-model"]},
+            {"name": "fragile", "backend": "openai", "base_url": fragile.base_url,
+             "api_key_env": "FAKE_UPSTREAM_KEY"}]},
     }  # fmt: skip
 
 
@@ -167,24 +170,20 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[OtlpCollector]:
-    receiver = OtlpCollector()
-    receiver.start()
-    yield receiver
-    receiver.stop()
+def fragile() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(answer_chunks=("The fragile dose is ", ANSWER_MARKER, " per day."))
+    with serving_in_background(fake):
+        yield fake
 
 
 @pytest.fixture(scope="module")
-def log_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("leaks") / "services.log"
-
-
-@pytest.fixture(scope="module")
-def mesh(upstream: FakeOpenAI, collector: OtlpCollector, log_path: pathlib.Path) -> Iterator[Mesh]:
+def mesh(
+    upstream: FakeOpenAI, fragile: FakeOpenAI, collector: OtlpCollector, log_path: pathlib.Path
+) -> Iterator[Mesh]:
     redis = RedisServer()
     redis.start()
     policy_path = log_path.parent / "policy.yaml"
-    policy_path.write_text(yaml.safe_dump(_policy(upstream)))
+    policy_path.write_text(yaml.safe_dump(_policy(upstream, fragile)))
     python_path = os.pathsep.join(p for p in (str(CRASH_HOOK), os.environ.get("PYTHONPATH")) if p)
     env = {
         "PYTHONPATH": python_path,
@@ -193,13 +192,10 @@ def mesh(upstream: FakeOpenAI, collector: OtlpCollector, log_path: pathlib.Path)
         "LLMMESH_LOG_LEVEL": "debug",
         "LLMMESH_ROUTER_MAX_PROMPT_BYTES": str(MAX_PROMPT_BYTES),
         "LLMMESH_CACHE_EMBEDDER": "provider",
-        "LLMMESH_CACHE_PROVIDER_EMBED_INSTANCE": "upstream",
+        "LLMMESH_CACHE_PROVIDER_EMBED_INSTANCE": "primary",
         "LLMMESH_CACHE_PROVIDER_EMBED_MODEL": "embed-model",
         "FAKE_UPSTREAM_KEY": "sk-leak-test-key",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        **collector.exporter_env(),
     }
     try:
         with local_mesh(log_path, env) as running:
@@ -226,11 +222,11 @@ def _call(
 
 
 @pytest.fixture(scope="module")
-def outcomes(mesh: Mesh, upstream: FakeOpenAI, collector: OtlpCollector) -> dict[str, Outcome]:
+def outcomes(mesh: Mesh, fragile: FakeOpenAI, collector: OtlpCollector) -> dict[str, Outcome]:
     results = {}
     with grpc.insecure_channel(mesh.router_address) as channel:
         for path, (request, metadata, _) in _paths().items():
-            upstream.enqueue(*UPSTREAM_SCRIPT.get(path, []))
+            fragile.enqueue(*UPSTREAM_SCRIPT.get(path, []))
             results[path] = _call(channel, request, metadata)
     # Every request's server span is exported once it ends; wait for the last batch.
     collector.wait_for(

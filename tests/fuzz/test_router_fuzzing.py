@@ -94,19 +94,6 @@ def _policy() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[OtlpCollector]:
-    receiver = OtlpCollector()
-    receiver.start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture(scope="module")
-def log_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("fuzz") / "services.log"
-
-
-@pytest.fixture(scope="module")
 def mesh(
     collector: OtlpCollector, log_path: pathlib.Path, request: pytest.FixtureRequest
 ) -> Iterator[Mesh]:
@@ -116,10 +103,8 @@ def mesh(
         "LLMMESH_POLICY_FILE": str(policy_path),
         "LLMMESH_ROUTER_MAX_PROMPT_BYTES": "100000",
         "LLMMESH_CACHE_EMBEDDER": "simulated",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        **collector.exporter_env(),
         "OTEL_TRACES_SAMPLER": "always_off",  # only the metrics matter here
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }
     with local_mesh(log_path, env) as running:
         yield running

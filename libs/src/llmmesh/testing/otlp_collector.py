@@ -57,11 +57,27 @@ class OtlpCollector(
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def exporter_env(self) -> dict[str, str]:
+        """The OTEL_* variables that point a service at this collector and export often."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        }
+
     def start(self) -> None:
         self._server.start()
 
     def stop(self) -> None:
         self._server.stop(None)
+
+    def __enter__(self) -> OtlpCollector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self._lock:
