@@ -167,8 +167,11 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         decoder = RequestDecoder(handler.request_deserializer, method, rpc_attributes(method))
         decode = decoder.decode_stream if handler.request_streaming else decoder.decode
         behavior = (
-            handler.unary_unary or handler.unary_stream or handler.stream_unary
-        ) or handler.stream_stream
+            handler.unary_unary
+            or handler.unary_stream
+            or handler.stream_unary
+            or handler.stream_stream
+        )
         wrap = _wrap_stream if handler.response_streaming else _wrap_unary
         # No request_deserializer: the wrapped handler takes the raw bytes and decodes them.
         return _HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming](
