@@ -299,6 +299,16 @@ def test_any_bytes_get_an_allowed_status_and_a_small_trailer(
     _observe("raw bytes", channel, method, raw, AUTH)
 
 
+def test_millions_of_empty_messages_are_refused_before_any_deadline(channel: grpc.Channel) -> None:
+    """Checked element by element, 2 million messages once took the router 30 s and 1 GB."""
+    raw = b"\x12\x00" * ((4 * 1024 * 1024 - 64) // 2)  # just under the router's message limit
+    with pytest.raises(grpc.RpcError) as caught:
+        list(channel.unary_stream(METHODS["StreamComplete"][0])(raw, metadata=AUTH, timeout=10))
+    details = error_details(caught.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    assert [v.field for v in details.field_violations] == ["messages"]
+
+
 INTERNAL_SERVICES = {
     "ratelimiter": ratelimit_service_pb2.DESCRIPTOR.services_by_name["RateLimitService"],
     "cache": cache_service_pb2.DESCRIPTOR.services_by_name["CacheService"],

@@ -6,7 +6,9 @@ under `field` (so the cache, which nests the conversation in a scope, names
 
 `text_bytes_by_field` measures every text a message holds, found from its descriptor rather
 than from a list of fields, so a field added to a contract later is inside the size budget
-(and the token estimate) from the start.
+(and the token estimate) from the start. `list_length_violations` bounds every repeated
+field the same way, and runs first: a request of millions of empty messages then costs one
+comparison instead of millions of checks (and as many violations held in memory).
 """
 
 from __future__ import annotations
@@ -64,6 +66,32 @@ def sampling_violations(
 
 def _within(value: float, low: float, high: float) -> bool:
     return not math.isnan(value) and low <= value <= high
+
+
+def list_length_violations(
+    message: Message, max_items: int, path: str = ""
+) -> list[FieldViolation]:
+    """A violation for every repeated field or map, at any depth, holding more than
+    `max_items` elements; the elements of a list that is too long are not visited."""
+    violations = []
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        if field.is_repeated and len(value) > max_items:
+            violations.append(
+                FieldViolation(name, f"holds {len(value)} items; the limit is {max_items}")
+            )
+        elif field.message_type is None:
+            continue
+        elif field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if isinstance(item, Message):
+                    violations.extend(list_length_violations(item, max_items, f"{name}[{key!r}]"))
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                violations.extend(list_length_violations(item, max_items, f"{name}[{index}]"))
+        else:
+            violations.extend(list_length_violations(value, max_items, name))
+    return violations
 
 
 def text_bytes_by_field(message: Message) -> dict[str, int]:

@@ -123,3 +123,25 @@ def test_prompt_tokens_of_wide_characters_count_their_bytes() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     request = _request(model="", parameters=chat_pb2.GenerationParameters(max_tokens=-5, top_p=3.0))
     assert sorted(_fields(request)) == ["model", "parameters.max_tokens", "parameters.top_p"]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"messages": [chat_pb2.ChatMessage()] * 11}, "messages"),
+        ({"parameters": chat_pb2.GenerationParameters(stop=["s"] * 11)}, "parameters.stop"),
+        ({"parameters": chat_pb2.GenerationParameters(tools=[TOOL()] * 11)}, "parameters.tools"),
+    ],
+)
+def test_a_list_longer_than_the_bound_is_the_only_problem_reported(
+    request_fields: dict[str, object], field: str
+) -> None:
+    request = _request(model="", **request_fields)
+    [violation] = find_violations(request, max_prompt_bytes=1000, max_list_items=10)
+    assert (violation.field, violation.description) == (field, "holds 11 items; the limit is 10")
+
+
+def test_lists_at_the_bound_are_checked_element_by_element() -> None:
+    request = _request(messages=[chat_pb2.ChatMessage(role=USER, content=" ")] * 10)
+    violations = find_violations(request, max_prompt_bytes=1000, max_list_items=10)
+    assert len(violations) == 10

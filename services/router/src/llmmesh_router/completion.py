@@ -104,7 +104,11 @@ class CompletionPipeline:
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[Event]:
-        violations = find_violations(request, max_prompt_bytes=self._settings.max_prompt_bytes)
+        violations = find_violations(
+            request,
+            max_prompt_bytes=self._settings.max_prompt_bytes,
+            max_list_items=self._settings.max_list_items,
+        )
         if violations:
             raise invalid_argument(violations)
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
