@@ -83,9 +83,10 @@ def list_length_violations(
         elif field.message_type is None:
             continue
         elif field.message_type.GetOptions().map_entry:
-            for key, item in value.items():
+            # Entries are named by position: a key is the caller's text, never echoed.
+            for index, item in enumerate(value.values()):
                 if isinstance(item, Message):
-                    violations.extend(list_length_violations(item, max_items, f"{name}[{key!r}]"))
+                    violations.extend(list_length_violations(item, max_items, f"{name}[{index}]"))
         elif field.is_repeated:
             for index, item in enumerate(value):
                 violations.extend(list_length_violations(item, max_items, f"{name}[{index}]"))
