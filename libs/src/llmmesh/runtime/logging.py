@@ -1,6 +1,8 @@
 """structlog JSON logging, one object per line, with the active trace and span ids.
 
 Log calls name what happened and carry ids and counts, never prompt text, answers or keys.
+Exceptions are rendered as their types and frames only (see `redaction`), for our own log
+calls and for the libraries' alike.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
+
+from llmmesh.runtime.redaction import drop_exception_messages
 
 
 def _add_trace_context(
@@ -36,6 +40,14 @@ def keep_grpc_core_logs_to_errors() -> None:
 def configure_logging(service: str, level: str = "info") -> None:
     """Routes structlog and the standard library's logging to JSON lines on stderr."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    # Tracebacks without local variables (locals hold requests, and requests hold prompts)
+    # and without exception messages (parsers quote the input that failed them).
+    render_exception: list[Any] = [
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        ),
+        drop_exception_messages,
+    ]
     shared_processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -46,10 +58,7 @@ def configure_logging(service: str, level: str = "info") -> None:
         processors=[
             *shared_processors,
             structlog.processors.EventRenamer("message"),
-            # Tracebacks without local variables: locals hold requests, and requests hold prompts.
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            ),
+            *render_exception,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
@@ -65,6 +74,7 @@ def configure_logging(service: str, level: str = "info") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.EventRenamer("message"),
+                *render_exception,
                 structlog.processors.JSONRenderer(),
             ],
         )

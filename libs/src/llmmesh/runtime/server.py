@@ -32,6 +32,7 @@ from llmmesh.runtime.listeners import (
     start_health_listener,
 )
 from llmmesh.runtime.reflection import enable_reflection
+from llmmesh.runtime.redaction import log_loop_exception
 from llmmesh.runtime.settings import ServiceSettings
 from llmmesh.runtime.watched_files import check_all_now
 from llmmesh.runtime.wiring import Wiring
@@ -205,6 +206,7 @@ def run_service(
     """
 
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(log_loop_exception)
         wiring: Wiring = await build()
         await ServiceHost(
             service_name=service_name,

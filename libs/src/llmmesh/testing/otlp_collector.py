@@ -1,7 +1,8 @@
 """A real OTLP/gRPC receiver for tests: services export to it as they would to a collector.
 
-It keeps every span and metric it receives, decoded into plain records. With a certificate
-it serves TLS only (an `https://` endpoint).
+It keeps every span and metric it receives, decoded into plain records, and the bytes of
+every export as they arrived, for tests that search everything a process sent. With a
+certificate it serves TLS only (an `https://` endpoint).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class OtlpCollector(
         self.spans: list[SpanRecord] = []
         self.metric_names: set[str] = set()
         self.metric_points: list[tuple[str, dict[str, Any], Any]] = []
+        self._raw_exports: list[bytes] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
@@ -66,13 +68,31 @@ class OtlpCollector(
         scheme = "https" if self._tls else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
+    def exporter_env(self) -> dict[str, str]:
+        """The OTEL_* variables that point a service at this collector and export often."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "false" if self._tls else "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        }
+
     def start(self) -> None:
         self._server.start()
 
     def stop(self) -> None:
         self._server.stop(None)
 
+    def __enter__(self) -> OtlpCollector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._lock:
+            self._raw_exports.append(request.SerializeToString())
         if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
             self._take_spans(request)
             return trace_service_pb2.ExportTraceServiceResponse()
@@ -114,6 +134,11 @@ class OtlpCollector(
                             self.metric_points.append(
                                 (metric.name, _attributes(point.attributes), point)
                             )
+
+    def exported_bytes(self) -> bytes:
+        """Every export request received so far (spans and metrics), serialized, joined."""
+        with self._lock:
+            return b"\n".join(self._raw_exports)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self._lock:

@@ -104,7 +104,11 @@ class CompletionPipeline:
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[Event]:
-        violations = find_violations(request, max_prompt_bytes=self._settings.max_prompt_bytes)
+        violations = find_violations(
+            request,
+            max_prompt_bytes=self._settings.max_prompt_bytes,
+            max_list_items=self._settings.max_list_items,
+        )
         if violations:
             raise invalid_argument(violations)
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
@@ -112,7 +116,7 @@ class CompletionPipeline:
         structlog.contextvars.bind_contextvars(request_id=request_id, tenant=tenant.name)
         observability.annotate({semconv.REQUEST_ID: request_id, semconv.TENANT: tenant.name})
         parameters = self._effective_parameters(request.parameters)
-        prompt_tokens = estimate_prompt_tokens(request.messages)
+        prompt_tokens = estimate_prompt_tokens(request, len(request.messages))
         decision = await self._route(request, prompt_tokens + parameters.max_tokens, deadline)
         reserved_model = decision.chain[0].name if decision.chain else request.model
         scope = cache_pb2.CacheScope(
@@ -203,10 +207,9 @@ class CompletionPipeline:
     ) -> RouteDecision:
         policy = self._policy
         if request.model != AUTO_MODEL and policy.model(request.model) is None:
+            # The name is not echoed back: no text of a request goes into an error.
             known = ", ".join([AUTO_MODEL, *(m.name for m in policy.models)])
-            raise invalid_argument(
-                [FieldViolation("model", f"unknown model {request.model!r}; known: {known}")]
-            )
+            raise invalid_argument([FieldViolation("model", f"unknown model; known: {known}")])
         priority = PRIORITY_NAMES.get(request.priority, policy.routing.default_priority)
         complexity = (
             await self._classifier.classify(list(request.messages), deadline)

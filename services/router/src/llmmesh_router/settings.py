@@ -6,6 +6,7 @@ import pydantic
 from pydantic_settings import SettingsConfigDict
 
 from llmmesh.runtime.settings import ServiceSettings, shared
+from llmmesh_router.validation import MAX_LIST_ITEMS
 
 
 class RouterSettings(ServiceSettings):
@@ -17,8 +18,13 @@ class RouterSettings(ServiceSettings):
     ratelimiter_address: str = "127.0.0.1:50052"
     cache_address: str = "127.0.0.1:50053"
     provider_address: str = "127.0.0.1:50054"
-    # Larger prompts are refused before any peer is called.
+    # Requests with more text, in all their fields, are refused before any peer is called.
     max_prompt_bytes: int = pydantic.Field(default=1_000_000, gt=0)
+    # Requests with a longer list (messages, stop sequences, tools) are refused likewise.
+    max_list_items: int = pydantic.Field(default=MAX_LIST_ITEMS, gt=0)
+    # Decoding is the one cost paid before any check: 16 MiB of empty messages takes half a
+    # second and 500 MB. The front door takes what a prompt within its budget can need.
+    max_message_bytes: int = pydantic.Field(default=4 * 1024 * 1024, gt=0)
     # Used when a request leaves max_tokens at 0.
     default_max_tokens: int = pydantic.Field(default=512, gt=0)
     # Upper bound for requests that arrive without a deadline.
