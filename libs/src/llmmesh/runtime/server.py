@@ -31,8 +31,8 @@ from llmmesh.runtime.listeners import (
     bind,
     start_health_listener,
 )
-from llmmesh.runtime.reflection import enable_reflection
 from llmmesh.runtime.redaction import log_loop_exception
+from llmmesh.runtime.reflection import enable_reflection
 from llmmesh.runtime.settings import ServiceSettings
 from llmmesh.runtime.watched_files import check_all_now
 from llmmesh.runtime.wiring import Wiring
