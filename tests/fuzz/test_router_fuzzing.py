@@ -31,7 +31,7 @@ from llmmesh.ratelimit.v1 import ratelimit_service_pb2
 from llmmesh.router.v1 import router_service_pb2
 from llmmesh.runtime.errors import error_details
 from llmmesh.runtime.request_decoding import MALFORMED_REQUESTS_METRIC
-from llmmesh.testing.mesh import DEV_API_KEY, local_mesh
+from llmmesh.testing.mesh import DEV_API_KEY, local_mesh, peer_channel_credentials
 from llmmesh.testing.otlp_collector import OtlpCollector
 from llmmesh.testing.trailers import trailer_wire_bytes
 
@@ -320,7 +320,10 @@ INTERNAL_SERVICES = {
 def test_every_rpc_of_the_internal_services_refuses_malformed_bytes_alike(
     mesh: Mesh, service: str
 ) -> None:
-    with grpc.insecure_channel(mesh.processes[service].address) as internal:
+    # Called as the router, the one peer every internal service admits: the bytes, not
+    # the caller, are what is refused.
+    router_identity = peer_channel_credentials(mesh, "router")
+    with grpc.secure_channel(mesh.processes[service].address, router_identity) as internal:
         for method in INTERNAL_SERVICES[service].methods:
             path = f"/{method.containing_service.full_name}/{method.name}"
             call = internal.unary_stream if method.server_streaming else internal.unary_unary
