@@ -3,12 +3,24 @@ an SDK's transport errors become statuses (both SDKs name these errors alike).""
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from llmmesh.runtime.errors import RpcFailure
 from llmmesh_provider.http_tracing import traced_http_client
 from llmmesh_provider.upstream_errors import UpstreamTarget, stream_cut, timed_out, unreachable
+
+ClientT = TypeVar("ClientT")
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyedClient(Generic[ClientT]):
+    """An SDK client and the key it sends, replaced together: a call takes the pair once, so
+    a key swapped in mid-call neither changes its requests nor escapes its error redaction."""
+
+    client: ClientT
+    api_key: str
 
 
 def sdk_client_arguments(*, api_key: str, base_url: str, timeout_s: float) -> dict[str, Any]:
