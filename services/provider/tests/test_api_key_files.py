@@ -43,9 +43,7 @@ def sent_key(fake: FakeUpstream) -> str:
 
 
 def keyed_policy(fake: FakeUpstream, key_file: pathlib.Path) -> dict[str, Any]:
-    instance = instance_for(fake, api_key_file=str(key_file))
-    del instance["api_key_env"]
-    return policy_with(instance)
+    return policy_with(instance_for(fake, api_key_file=str(key_file)))
 
 
 @contextlib.asynccontextmanager
@@ -60,6 +58,22 @@ async def provider_wiring(policy: dict[str, Any]) -> AsyncIterator[tuple[Wiring,
             await close()
 
 
+@pytest.fixture
+def key_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A key file as `echo` writes it: the first key and a newline."""
+    path = tmp_path / "key"
+    path.write_text(f"{FIRST_KEY}\n")
+    return path
+
+
+def rewrite(path: pathlib.Path, content: str | None) -> None:
+    """Replaces the key file's content, as a rotated Secret does; None removes the file."""
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+
+
 def reload(wiring: Wiring) -> None:
     for reloader in wiring.reloaders:
         reloader({})
@@ -67,13 +81,11 @@ def reload(wiring: Wiring) -> None:
 
 @pytest.mark.parametrize("fake_upstream", KEYED_KINDS, indirect=True)
 async def test_the_key_in_the_file_is_sent_without_its_trailing_newline(
-    fake_upstream: FakeUpstream, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    fake_upstream: FakeUpstream, key_file: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The backend's default variable is set too: the file, not the variable, is the source.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-from-the-environment")
-    key_file = tmp_path / "key"
-    key_file.write_text(f"{FIRST_KEY}\n")
     async with provider_wiring(keyed_policy(fake_upstream, key_file)) as (_, stub):
         outcome = await collect(stub, generate_request())
 
@@ -83,13 +95,11 @@ async def test_the_key_in_the_file_is_sent_without_its_trailing_newline(
 
 @pytest.mark.parametrize("fake_upstream", KEYED_KINDS, indirect=True)
 async def test_a_reload_sends_the_rotated_key_from_the_next_request_on(
-    fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+    fake_upstream: FakeUpstream, key_file: pathlib.Path
 ) -> None:
-    key_file = tmp_path / "key"
-    key_file.write_text(FIRST_KEY)
     async with provider_wiring(keyed_policy(fake_upstream, key_file)) as (wiring, stub):
         await collect(stub, generate_request())
-        key_file.write_text(f"{SECOND_KEY}\n")
+        rewrite(key_file, f"{SECOND_KEY}\n")
         # Until the reload, the key read at start stays in use.
         await collect(stub, generate_request())
         assert sent_key(fake_upstream) == FIRST_KEY
@@ -102,15 +112,13 @@ async def test_a_reload_sends_the_rotated_key_from_the_next_request_on(
 
 @pytest.mark.parametrize("fake_upstream", KEYED_KINDS, indirect=True)
 async def test_a_stream_in_flight_during_a_reload_finishes(
-    fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+    fake_upstream: FakeUpstream, key_file: pathlib.Path
 ) -> None:
     fake_upstream.enqueue(Reply(token_delay_s=0.05))
-    key_file = tmp_path / "key"
-    key_file.write_text(FIRST_KEY)
     async with provider_wiring(keyed_policy(fake_upstream, key_file)) as (wiring, stub):
         call = stub.Generate(generate_request(), timeout=10)
         first = await call.read()
-        key_file.write_text(SECOND_KEY)
+        rewrite(key_file, SECOND_KEY)
         reload(wiring)
         rest = []
         while (response := await call.read()) is not grpc.aio.EOF:
@@ -123,12 +131,10 @@ async def test_a_stream_in_flight_during_a_reload_finishes(
 
 @pytest.mark.parametrize("fake_upstream", ["openai"], indirect=True)
 async def test_a_reload_that_cannot_read_the_file_keeps_the_old_key_and_names_the_file(
-    fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+    fake_upstream: FakeUpstream, key_file: pathlib.Path
 ) -> None:
-    key_file = tmp_path / "key"
-    key_file.write_text(FIRST_KEY)
     async with provider_wiring(keyed_policy(fake_upstream, key_file)) as (wiring, stub):
-        key_file.unlink()
+        rewrite(key_file, None)
         with pytest.raises(PolicyError) as raised:
             reload(wiring)
         outcome = await collect(stub, generate_request())
@@ -145,15 +151,14 @@ async def test_one_unreadable_file_changes_no_key_on_reload(tmp_path: pathlib.Pa
         fakes = [await stack.enter_async_context(FakeOpenAI()) for _ in range(2)]
         files = [tmp_path / "a", tmp_path / "b"]
         for key_file in files:
-            key_file.write_text(FIRST_KEY)
-        instances = []
-        for name, fake, key_file in zip("ab", fakes, files, strict=True):
-            instance = instance_for(fake, name, api_key_file=str(key_file))
-            del instance["api_key_env"]
-            instances.append(instance)
+            rewrite(key_file, FIRST_KEY)
+        instances = [
+            instance_for(fake, name, api_key_file=str(key_file))
+            for name, fake, key_file in zip("ab", fakes, files, strict=True)
+        ]
         wiring, stub = await stack.enter_async_context(provider_wiring(policy_with(*instances)))
-        files[0].write_text(SECOND_KEY)
-        files[1].write_text("")
+        rewrite(files[0], SECOND_KEY)
+        rewrite(files[1], "")
         with pytest.raises(PolicyError, match=r"providers\.instances\[1\]\.api_key_file"):
             reload(wiring)
         await collect(stub, generate_request(instance="a"))
@@ -228,16 +233,14 @@ def test_a_directory_or_a_fifo_is_refused_without_blocking(tmp_path: pathlib.Pat
 
 @pytest.mark.parametrize("fake_upstream", ["openai"], indirect=True)
 async def test_keys_from_files_never_reach_the_logs(
-    fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+    fake_upstream: FakeUpstream, key_file: pathlib.Path
 ) -> None:
-    key_file = tmp_path / "key"
-    key_file.write_text(FIRST_KEY)
     with structlog.testing.capture_logs() as logs:
         async with provider_wiring(keyed_policy(fake_upstream, key_file)) as (wiring, stub):
             await collect(stub, generate_request())
-            key_file.write_text(SECOND_KEY)
+            rewrite(key_file, SECOND_KEY)
             reload(wiring)
-            key_file.write_text(f"{FIRST_KEY}\n{SECOND_KEY}")
+            rewrite(key_file, f"{FIRST_KEY}\n{SECOND_KEY}")
             with pytest.raises(PolicyError):
                 reload(wiring)
 

@@ -21,7 +21,7 @@ from llmmesh_provider.backend import (
     Usage,
 )
 from llmmesh_provider.backends.sdk_clients import (
-    KeyedClient,
+    KeyedSdkBackend,
     sdk_client_arguments,
     transport_failure,
 )
@@ -47,7 +47,7 @@ _FINISH_REASONS = {
 }
 
 
-class AnthropicBackend:
+class AnthropicBackend(KeyedSdkBackend[anthropic.AsyncAnthropic]):
     """One Anthropic instance: streams Messages with the system prompt carried apart."""
 
     def __init__(
@@ -61,7 +61,7 @@ class AnthropicBackend:
     ) -> None:
         self._instance = instance
         self._default_max_tokens = default_max_tokens
-        self._keyed = KeyedClient(
+        super().__init__(
             anthropic.AsyncAnthropic(
                 **sdk_client_arguments(
                     api_key=api_key, base_url=base_url, timeout_s=request_timeout_s
@@ -69,15 +69,6 @@ class AnthropicBackend:
             ),
             api_key,
         )
-
-    def use_api_key(self, api_key: str) -> None:
-        """Sends `api_key` from the next call on; calls in flight finish with the old one."""
-        # A copy shares the connection pool, so swapping it opens no new connections.
-        self._keyed = KeyedClient(self._keyed.client.with_options(api_key=api_key), api_key)
-
-    async def aclose(self) -> None:
-        # Every copy shares the one HTTP client that this closes.
-        await self._keyed.client.close()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         target = UpstreamTarget(self._instance, BACKEND, request.model)

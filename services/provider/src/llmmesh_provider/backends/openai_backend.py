@@ -29,7 +29,7 @@ from llmmesh_provider.backend import (
 )
 from llmmesh_provider.backends.body_lines import texts_by_read
 from llmmesh_provider.backends.sdk_clients import (
-    KeyedClient,
+    KeyedSdkBackend,
     sdk_client_arguments,
     transport_failure,
 )
@@ -52,7 +52,7 @@ _FINISH_REASONS = {
 }
 
 
-class OpenAIBackend:
+class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
     """One OpenAI-compatible instance: streams chat completions and embeds."""
 
     def __init__(
@@ -66,7 +66,7 @@ class OpenAIBackend:
     ) -> None:
         self._instance = instance
         self._embedding_dimensions = embedding_dimensions
-        self._keyed = KeyedClient(
+        super().__init__(
             openai.AsyncOpenAI(
                 **sdk_client_arguments(
                     api_key=api_key, base_url=base_url, timeout_s=request_timeout_s
@@ -74,15 +74,6 @@ class OpenAIBackend:
             ),
             api_key,
         )
-
-    def use_api_key(self, api_key: str) -> None:
-        """Sends `api_key` from the next call on; calls in flight finish with the old one."""
-        # A copy shares the connection pool, so swapping it opens no new connections.
-        self._keyed = KeyedClient(self._keyed.client.with_options(api_key=api_key), api_key)
-
-    async def aclose(self) -> None:
-        # Every copy shares the one HTTP client that this closes.
-        await self._keyed.client.close()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         target = UpstreamTarget(self._instance, BACKEND, request.model)
