@@ -95,7 +95,7 @@ def test_ingress_rules_to_a_service_port_name_only_allowed_peers(combination: st
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
-def test_probes_reach_every_health_port_and_only_health_is_open_to_all(combination: str) -> None:
+def test_the_kubelet_reaches_every_health_port_and_no_stray_port(combination: str) -> None:
     manifests = rendered(combination)
     kubelet = outside("10.0.0.1")  # a node's address
     for service in SERVICES:
@@ -113,7 +113,8 @@ def test_any_caller_reaches_the_router_which_asks_for_an_api_key(combination: st
     # or are the HTTP edge.
     for caller in (STRANGERS["pod elsewhere"], STRANGERS["host outside"], mesh_pod("edge")):
         assert allows(manifests, caller, mesh_pod("router"), default_port("router"))
-    assert not allows(manifests, STRANGERS["pod of the namespace"], mesh_pod("router"), 50051)
+    in_namespace = STRANGERS["pod of the namespace"]
+    assert not allows(manifests, in_namespace, mesh_pod("router"), default_port("router"))
 
 
 @pytest.mark.parametrize("combination", with_component("router-callers"))
