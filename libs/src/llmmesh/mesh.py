@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
 
 import grpc
@@ -36,20 +36,36 @@ class MeshProcess:
         return f"127.0.0.1:{self.port}"
 
 
-def mesh_environment(ports: Mapping[str, int], base: Mapping[str, str]) -> dict[str, str]:
-    """The environment that points every service at its port and the router at its peers."""
+def mesh_environment(
+    ports: Mapping[str, int],
+    base: Mapping[str, str],
+    replica_ports: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, str]:
+    """The environment that points every service at its port and the router at its peers
+    (at every replica of a peer that runs several, spread round-robin)."""
     env = dict(base)
     for service, port in ports.items():
         env[f"LLMMESH_{service.upper()}_PORT"] = str(port)
         env.setdefault(f"LLMMESH_{service.upper()}_LISTEN_HOST", "127.0.0.1")
+
+    def address(peer: str) -> str:
+        every_port = [ports[peer], *(replica_ports or {}).get(peer, ())]
+        if len(every_port) == 1:
+            return f"127.0.0.1:{every_port[0]}"
+        return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in every_port)
+
     for peer in ("ratelimiter", "cache", "provider"):
-        env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = f"127.0.0.1:{ports[peer]}"
-    env["LLMMESH_CACHE_PROVIDER_ADDRESS"] = f"127.0.0.1:{ports['provider']}"
+        env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = address(peer)
+    env["LLMMESH_CACHE_PROVIDER_ADDRESS"] = address("provider")
     return env
 
 
 class Mesh:
-    """The four service processes; start() waits until each reports SERVING."""
+    """The four service processes; start() waits until each reports SERVING.
+
+    `replica_ports` starts further replicas of a service from the beginning, each on its
+    own port, and the router addresses all of them.
+    """
 
     def __init__(
         self,
@@ -57,14 +73,18 @@ class Mesh:
         env: Mapping[str, str] | None = None,
         log_to: IO[bytes] | int | None = None,
         python: str = sys.executable,
+        replica_ports: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self.ports = dict(ports or DEFAULT_PORTS)
         # The interpreter (and so the environment) the services run from.
         self._python = python
-        self._env = mesh_environment(self.ports, env if env is not None else os.environ)
+        self._replica_ports = {s: list(p) for s, p in (replica_ports or {}).items()}
+        self._env = mesh_environment(
+            self.ports, env if env is not None else os.environ, self._replica_ports
+        )
         self._log_to = log_to
         self.processes: dict[str, MeshProcess] = {}
-        # Further replicas started with add_replica, stopped with the rest.
+        # Further replicas (from replica_ports, or add_replica), stopped with the rest.
         self.replicas: list[MeshProcess] = []
 
     @property
@@ -74,9 +94,11 @@ class Mesh:
     def start(self) -> None:
         for service in SERVICES:
             self.processes[service] = self._spawn(service, self.ports[service])
+            for port in self._replica_ports.get(service, ()):
+                self.replicas.append(self._spawn(service, port))
         try:
-            for service in SERVICES:
-                self.wait_serving(self.processes[service])
+            for member in [*self.processes.values(), *self.replicas]:
+                self.wait_serving(member)
         except BaseException:
             self.stop()
             raise

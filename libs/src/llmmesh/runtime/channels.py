@@ -1,7 +1,8 @@
 """Client channels between services: keepalive, and round-robin over every DNS address.
 
 A target such as `ratelimiter:50052` resolves through the dns resolver to all replicas
-(a headless Service in Kubernetes), and calls are spread over them round-robin.
+(a headless Service in Kubernetes), and calls are spread over them round-robin. A fixed
+list of replicas is written `ipv4:10.0.0.1:50054,10.0.0.2:50054`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ MAX_RECONNECT_BACKOFF_MS = 5_000
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
+# gRPC name schemes whose targets carry no `//`: a socket path, or a list of addresses.
+_SCHEMES_WITHOUT_AUTHORITY = ("unix:", "ipv4:", "ipv6:")
+
+
 def dns_target(address: str) -> str:
     """`host:port` as a dns-resolver target; targets with a scheme are kept as they are."""
-    return address if "://" in address or address.startswith("unix:") else f"dns:///{address}"
+    if "://" in address or address.startswith(_SCHEMES_WITHOUT_AUTHORITY):
+        return address
+    return f"dns:///{address}"
 
 
 def open_channel(
