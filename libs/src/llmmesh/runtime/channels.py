@@ -41,9 +41,23 @@ def open_channel(
     address: str,
     *,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    stream_window_bytes: int | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to a peer service (the mesh runs inside a trusted network)."""
+    """An insecure channel to a peer service (the mesh runs inside a trusted network).
+
+    `stream_window_bytes` fixes how much of each response stream the transport takes in
+    before this side reads it. Without it, gRPC's bandwidth probing grows the window to
+    megabytes even for a stream nobody reads; a fixed window makes a stalled reader push
+    back on the sender after that many bytes.
+    """
+    window_options: list[tuple[str, int]] = []
+    if stream_window_bytes is not None:
+        window_options = [
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", stream_window_bytes),
+        ]
     options = [
+        *window_options,
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -101,7 +102,9 @@ def _record_abort(span: Span | None, context: Context) -> None:
         _record(span, code)
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+def _wrap_coroutine(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+    """Unary handlers, and streaming ones that write with `context.write` instead of yielding."""
+
     async def handle(request: Any, context: Context) -> Any:
         with _server_span(method, context) as span:
             try:
@@ -120,7 +123,7 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callabl
     return handle
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
+def _wrap_generator(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
     async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
         with _server_span(method, context) as span:
             try:
@@ -153,13 +156,19 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
+                _wrap_coroutine(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            # grpc.aio tells a writing handler from a yielding one by its function kind.
+            wrap = (
+                _wrap_generator
+                if inspect.isasyncgenfunction(handler.unary_stream)
+                else (_wrap_coroutine)
+            )
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
+                wrap(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -14,6 +14,8 @@ from llmmesh.runtime.channels import is_serving, open_channel
 from llmmesh.runtime.errors import RpcFailure, error_details
 from llmmesh_router.settings import RouterSettings
 
+PROVIDER_STREAM_WINDOW_BYTES = 64 * 1024
+
 
 @dataclasses.dataclass
 class Peers:
@@ -27,7 +29,10 @@ class Peers:
         channels = {
             "ratelimiter": open_channel(settings.ratelimiter_address),
             "cache": open_channel(settings.cache_address),
-            "provider": open_channel(settings.provider_address),
+            # A caller that stops reading stops the provider after one window per stream.
+            "provider": open_channel(
+                settings.provider_address, stream_window_bytes=PROVIDER_STREAM_WINDOW_BYTES
+            ),
         }
         return cls(
             ratelimiter=ratelimit_service_pb2_grpc.RateLimitServiceStub(channels["ratelimiter"]),

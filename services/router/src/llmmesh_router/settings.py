@@ -23,5 +23,11 @@ class RouterSettings(ServiceSettings):
     default_max_tokens: int = pydantic.Field(default=512, gt=0)
     # Upper bound for requests that arrive without a deadline.
     default_timeout_s: float = pydantic.Field(default=120.0, gt=0)
+    # A caller that reads nothing for this long has its stream ended and the upstream call
+    # cancelled; until then it costs a bounded buffer, not the whole answer.
+    stall_timeout_s: float = pydantic.Field(default=30.0, gt=0)
+    # How long Settle and Release are retried (with backoff) before the lease is left to
+    # expire; also bounds how long a stopping router waits for them.
+    settle_retry_budget_s: float = pydantic.Field(default=10.0, gt=0)
     # Redis for sharing circuit breaker state (policy `routing.breaker.shared`).
     redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))
