@@ -483,6 +483,7 @@ async def test_fifty_streams_never_read_cost_bounded_memory_and_upstream(
         router_peak_growth_mib=growth_mib["router"],
         provider_peak_growth_mib=growth_mib["provider"],
         upstream_mib_per_stream_max=round(max(sent_mib), 1),
+        upstream_mib_per_stream_mean=round(statistics.mean(sent_mib), 1),
         upstream_answer_mib=round(whole_body_mib, 1),
         tokens_charged=charged_tokens,
         tokens_reserved=reserved_tokens,
