@@ -94,6 +94,16 @@ def default(service: str, field_name: str) -> Any:
     return settings_class(service).model_fields[field_name].default
 
 
+def stop_time_s(service: str, env: dict[str, str]) -> float:
+    """How long a service may take to stop after SIGTERM, with the environment it is given:
+    drain delay, grace period, and for the router the settlements of what it cancelled."""
+    prefix = f"LLMMESH_{service.upper()}_"
+    fields = ["drain_delay_s", "grace_period_s"]
+    if service == "router":
+        fields.append("settle_retry_budget_s")
+    return sum(float(env.get(f"{prefix}{f.upper()}", default(service, f))) for f in fields)
+
+
 def default_port(service: str) -> int:
     port: int = default(service, "port")
     return port

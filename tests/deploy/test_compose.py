@@ -23,11 +23,11 @@ from .repo_facts import (
     ALLOWED_CALLS,
     REPO_ROOT,
     SERVICES,
-    default,
     default_health_port,
     default_port,
     dotenv,
     service_variables,
+    stop_time_s,
 )
 
 REDIS_PORT = 6379
@@ -221,10 +221,7 @@ def test_stop_grace_period_outlasts_the_services_drain(
     project: dict[str, Any], service: str
 ) -> None:
     env = environment(project, service)
-    prefix = f"LLMMESH_{service.upper()}_"
-    drain_s = float(env.get(f"{prefix}DRAIN_DELAY_S", default(service, "drain_delay_s")))
-    grace_s = float(env.get(f"{prefix}GRACE_PERIOD_S", default(service, "grace_period_s")))
-    assert seconds(project["services"][service]["stop_grace_period"]) > drain_s + grace_s
+    assert seconds(project["services"][service]["stop_grace_period"]) > stop_time_s(service, env)
 
 
 @pytest.mark.parametrize("service", SERVICES)

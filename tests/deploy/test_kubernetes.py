@@ -20,7 +20,13 @@ from .manifests import (
     service_port,
     with_component,
 )
-from .repo_facts import SERVICES, default, default_health_port, default_port, service_variables
+from .repo_facts import (
+    SERVICES,
+    default_health_port,
+    default_port,
+    service_variables,
+    stop_time_s,
+)
 
 pytestmark = requires_kustomize
 
@@ -155,16 +161,15 @@ def test_llmmesh_variables_are_settings_fields(combination: str) -> None:
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
-def test_termination_grace_outlasts_drain_delay_and_grace_period(combination: str) -> None:
+def test_termination_grace_outlasts_the_drain_and_the_settlements_after_it(
+    combination: str,
+) -> None:
     manifests = rendered(combination)
     for service in SERVICES:
         deployment = find(manifests, "Deployment", service)
         env = environment(manifests, deployment)
-        prefix = f"LLMMESH_{service.upper()}_"
-        drain_s = float(env.get(f"{prefix}DRAIN_DELAY_S", default(service, "drain_delay_s")))
-        grace_s = float(env.get(f"{prefix}GRACE_PERIOD_S", default(service, "grace_period_s")))
         termination_s = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        assert termination_s > drain_s + grace_s
+        assert termination_s > stop_time_s(service, env)
 
 
 def redis_urls(manifests: Manifests) -> dict[str, str]:

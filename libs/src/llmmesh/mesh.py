@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Literal
 
 import grpc
@@ -102,7 +102,8 @@ class Mesh:
     """The four service processes; start() waits until each reports SERVING.
 
     `health_ports` defaults to DEFAULT_HEALTH_PORTS when `ports` is left to its defaults,
-    and to free ports when `ports` is given.
+    and to free ports when `ports` is given. `replica_ports` starts further replicas of a
+    service from the beginning, each on its own port, and the router addresses all of them.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class Mesh:
         *,
         health_ports: Mapping[str, int] | None = None,
         peers: PeerSecurity = "mtls",
+        replica_ports: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self.ports = dict(ports or DEFAULT_PORTS)
         if health_ports is None:
@@ -126,7 +128,8 @@ class Mesh:
         self.credentials: LocalCredentials | None = None
         self._log_to = log_to
         self.processes: dict[str, MeshProcess] = {}
-        # Further replicas started with add_replica, stopped with the rest.
+        self._replica_ports = {s: list(p) for s, p in (replica_ports or {}).items()}
+        # Further replicas (from replica_ports, or add_replica), stopped with the rest.
         self.replicas: list[MeshProcess] = []
 
     @property
@@ -155,8 +158,10 @@ class Mesh:
                 self.processes[service] = self._spawn(
                     service, self.ports[service], self.health_ports[service]
                 )
-            for service in SERVICES:
-                self.wait_serving(self.processes[service])
+                for port in self._replica_ports.get(service, ()):
+                    self.replicas.append(self._spawn(service, port, free_port()))
+            for member in [*self.processes.values(), *self.replicas]:
+                self.wait_serving(member)
         except BaseException:
             self.stop()
             raise
@@ -187,9 +192,16 @@ class Mesh:
             env[f"{prefix}HEALTH_PORT"] = str(self.health_ports[service])
             env.setdefault(f"{prefix}LISTEN_HOST", HOST)
         for peer in ("ratelimiter", "cache", "provider"):
-            env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = f"{HOST}:{self.ports[peer]}"
-        env["LLMMESH_CACHE_PROVIDER_ADDRESS"] = f"{HOST}:{self.ports['provider']}"
+            env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = self._address(peer)
+        env["LLMMESH_CACHE_PROVIDER_ADDRESS"] = self._address("provider")
         return env
+
+    def _address(self, peer: str) -> str:
+        """A peer's target: every replica of it, spread round-robin, where it runs several."""
+        every_port = [self.ports[peer], *self._replica_ports.get(peer, ())]
+        if len(every_port) == 1:
+            return f"{HOST}:{every_port[0]}"
+        return "ipv4:" + ",".join(f"{HOST}:{port}" for port in every_port)
 
     def _spawn(self, service: str, port: int, health_port: int) -> MeshProcess:
         prefix = _prefix(service)

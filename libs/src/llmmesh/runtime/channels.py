@@ -2,9 +2,10 @@
 the mesh's credentials.
 
 A target such as `ratelimiter:50052` resolves through the dns resolver to all replicas
-(a headless Service in Kubernetes), and calls are spread over them round-robin. With the
-mesh's certificates the channel is TLS (renewed when they rotate) and presents them; with a
-mesh token every call carries it.
+(a headless Service in Kubernetes), and calls are spread over them round-robin; a fixed
+list of replicas is written `ipv4:10.0.0.1:50054,10.0.0.2:50054`. With the mesh's
+certificates the channel is TLS (renewed when they rotate) and presents them; with a mesh
+token every call carries it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ MAX_RECONNECT_BACKOFF_MS = 5_000
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
+# gRPC name schemes whose targets carry no `//`: a socket path, or a list of addresses.
+_SCHEMES_WITHOUT_AUTHORITY = ("unix:", "ipv4:", "ipv6:")
+
+
 def dns_target(address: str) -> str:
     """`host:port` as a dns-resolver target; targets with a scheme are kept as they are."""
-    return address if "://" in address or address.startswith("unix:") else f"dns:///{address}"
+    if "://" in address or address.startswith(_SCHEMES_WITHOUT_AUTHORITY):
+        return address
+    return f"dns:///{address}"
 
 
 def open_channel(
@@ -44,9 +51,23 @@ def open_channel(
     *,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     credentials: MeshCredentials | None = None,
+    stream_window_bytes: int | None = None,
 ) -> grpc.aio.Channel:
-    """A channel to a peer service, with the mesh's credentials where there are any."""
+    """A channel to a peer service, with the mesh's credentials where there are any.
+
+    `stream_window_bytes` fixes how much of each response stream the transport takes in
+    before this side reads it. Without it, gRPC's bandwidth probing grows the window to
+    megabytes even for a stream nobody reads; a fixed window makes a stalled reader push
+    back on the sender after that many bytes.
+    """
+    window_options: list[tuple[str, int]] = []
+    if stream_window_bytes is not None:
+        window_options = [
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", stream_window_bytes),
+        ]
     options = [
+        *window_options,
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -111,6 +112,8 @@ Decode: TypeAlias = Callable[[Any, str], Any]
 def _wrap_unary(
     behavior: Callable[..., Awaitable[Any]], method: str, decode: Decode
 ) -> Callable[..., Any]:
+    """Unary handlers, and streaming ones that write with `context.write` instead of yielding."""
+
     async def handle(raw: Any, context: Context) -> Any:
         with _server_span(method, context) as span:
             try:
@@ -172,7 +175,9 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             or handler.stream_unary
             or handler.stream_stream
         )
-        wrap = _wrap_stream if handler.response_streaming else _wrap_unary
+        # grpc.aio tells a writing streaming handler from a yielding one by its function kind.
+        yields = handler.response_streaming and inspect.isasyncgenfunction(behavior)
+        wrap = _wrap_stream if yields else _wrap_unary
         # No request_deserializer: the wrapped handler takes the raw bytes and decodes them.
         return _HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming](
             wrap(behavior, method, decode), response_serializer=handler.response_serializer

@@ -53,11 +53,21 @@ def local_mesh(
     env: Mapping[str, str] | None = None,
     *,
     peers: PeerSecurity = "mtls",
+    replicas: Mapping[str, int] | None = None,
 ) -> Iterator[Mesh]:
-    """A started mesh whose processes log to `log_path`; stopped (SIGTERM) on exit."""
+    """A started mesh whose processes log to `log_path`; stopped (SIGTERM) on exit.
+
+    `replicas` asks for more than one process of a service, say `{"provider": 2}`.
+    """
     environment = {**os.environ, **(env or {})}
+    replica_ports = {
+        service: [free_port() for _ in range(count - 1)]
+        for service, count in (replicas or {}).items()
+    }
     with log_path.open("ab") as log:
-        mesh = Mesh(free_mesh_ports(), environment, log_to=log, peers=peers)
+        mesh = Mesh(
+            free_mesh_ports(), environment, log_to=log, peers=peers, replica_ports=replica_ports
+        )
         mesh.start()
         try:
             yield mesh

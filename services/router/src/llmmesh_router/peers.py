@@ -15,6 +15,8 @@ from llmmesh.runtime.errors import RpcFailure, error_details
 from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh_router.settings import RouterSettings
 
+PROVIDER_STREAM_WINDOW_BYTES = 64 * 1024
+
 
 @dataclasses.dataclass
 class Peers:
@@ -30,7 +32,12 @@ class Peers:
         channels = {
             "ratelimiter": open_channel(settings.ratelimiter_address, credentials=credentials),
             "cache": open_channel(settings.cache_address, credentials=credentials),
-            "provider": open_channel(settings.provider_address, credentials=credentials),
+            # A caller that stops reading stops the provider after one window per stream.
+            "provider": open_channel(
+                settings.provider_address,
+                credentials=credentials,
+                stream_window_bytes=PROVIDER_STREAM_WINDOW_BYTES,
+            ),
         }
         return cls(
             ratelimiter=ratelimit_service_pb2_grpc.RateLimitServiceStub(channels["ratelimiter"]),

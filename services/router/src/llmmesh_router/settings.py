@@ -35,6 +35,12 @@ class RouterSettings(ServiceSettings):
     public_tls_cert_file: str = ""
     public_tls_key_file: str = ""
     public_client_ca_file: str = ""
+    # A caller that reads nothing for this long has its stream ended and the upstream call
+    # cancelled; until then it costs a bounded buffer, not the whole answer.
+    stall_timeout_s: float = pydantic.Field(default=30.0, gt=0)
+    # How long Settle and Release are retried (with backoff) before the lease is left to
+    # expire; also bounds how long a stopping router waits for them.
+    settle_retry_budget_s: float = pydantic.Field(default=10.0, gt=0)
     # Redis for sharing circuit breaker state (policy `routing.breaker.shared`).
     redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))
     # The CA bundle a `rediss://` server's certificate must chain to (system CAs if empty).

@@ -50,7 +50,7 @@ async def build_servicer(settings: RouterSettings, policy_document: dict[str, An
     pipeline = CompletionPipeline(
         policy, peers, settings, breakers, build_classifier(policy, peers), probe_claims=sync
     )
-    servicer = RouterServicer(policy, pipeline)
+    servicer = RouterServicer(policy, pipeline, stall_timeout_s=settings.stall_timeout_s)
     return Wiring(
         servicer=servicer,
         dependency_checks=[peers.all_serving],
