@@ -81,7 +81,7 @@ def _mesh(
 ) -> Iterator[Mesh]:
     (directory / "policy.yaml").write_text(yaml.safe_dump(policy))
     environment = {"LLMMESH_POLICY_FILE": str(directory / "policy.yaml"), **(env or {})}
-    with local_mesh(directory / "services.log", environment, replicas) as mesh:
+    with local_mesh(directory / "services.log", environment, replicas=replicas) as mesh:
         yield mesh
 
 

@@ -39,6 +39,14 @@ _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 _SCHEMES_WITHOUT_AUTHORITY = ("unix:", "ipv4:", "ipv6:")
 
 
+def _list_authority(address: str) -> str:
+    """The first host of a fixed list (`ipv4:a:1,b:2`), which TLS checks the certificate
+    against; gRPC would otherwise take the whole list for the host name."""
+    if not address.startswith(("ipv4:", "ipv6:")) or "," not in address:
+        return ""
+    return address.partition(":")[2].split(",")[0]
+
+
 def dns_target(address: str) -> str:
     """`host:port` as a dns-resolver target; targets with a scheme are kept as they are."""
     if "://" in address or address.startswith(_SCHEMES_WITHOUT_AUTHORITY):
@@ -82,6 +90,9 @@ def open_channel(
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
     target = dns_target(address)
+    authority = _list_authority(address)
+    if authority:
+        options.append(("grpc.default_authority", authority))
     chain = [*client_tracing_interceptors(), *interceptors]
     if credentials is not None and credentials.token is not None:
         chain.extend(token_interceptors(credentials.token))
