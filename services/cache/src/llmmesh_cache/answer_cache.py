@@ -3,7 +3,7 @@
 A lookup tries the exact key first. In semantic mode it then embeds the last user turn,
 searches only the tenant's partition of the vector index, re-reads each candidate from the
 entry store (so nothing expired or deleted is served) and serves the most similar one that
-passes verification.
+passes verification. A last user turn over the verification cap is exact-only.
 """
 
 from __future__ import annotations
@@ -11,20 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import structlog
-
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh_cache.backends.base import EntryStore
-from llmmesh_cache.embedders.base import EmbedderUnavailableError
 from llmmesh_cache.embedders.registry import EmbedderRegistry
 from llmmesh_cache.entries import CacheEntry, TenantLimits
 from llmmesh_cache.policy import MODES, CachePolicy, TenantCachePolicy
 from llmmesh_cache.scope import scope_keys
-from llmmesh_cache.vector_index import VectorIndex
-from llmmesh_cache.verification import extract_features, verify
-
-_log = structlog.get_logger(__name__)
+from llmmesh_cache.semantic import SemanticMatcher
+from llmmesh_cache.vector_index import Neighbour, VectorIndex
 
 
 def wall_clock_ms() -> int:
@@ -44,6 +39,7 @@ class AnswerCache:
         index: VectorIndex,
         embedders: EmbedderRegistry,
         policy: CachePolicy,
+        semantic: SemanticMatcher,
         *,
         semantic_candidates: int = 4,
         clock_ms: Callable[[], int] = wall_clock_ms,
@@ -52,6 +48,7 @@ class AnswerCache:
         self._index = index
         self._embedders = embedders
         self._policy = policy
+        self._semantic = semantic
         self._semantic_candidates = semantic_candidates
         self._clock_ms = clock_ms
 
@@ -93,10 +90,8 @@ class AnswerCache:
             if request.HasField("similarity_threshold")
             else policy.similarity_threshold
         )
-        try:
-            vector = (await self._embedders.get(policy.embedder).embed([keys.prompt_text]))[0]
-        except EmbedderUnavailableError as error:
-            _log.warning("semantic lookup skipped", reason=str(error), tenant=scope.tenant)
+        vector = await self._semantic.embed(scope.tenant, policy.embedder, keys.prompt_text)
+        if vector is None:
             return miss
         neighbours = [
             neighbour
@@ -107,27 +102,28 @@ class AnswerCache:
         ]
         if not neighbours:
             return miss
-        candidates = await self._store.get(scope.tenant, [n.entry_id for n in neighbours])
-        query_features = extract_features(keys.prompt_text)
-        for neighbour, candidate in zip(neighbours, candidates, strict=True):
+        found = await self._store.get(scope.tenant, [n.entry_id for n in neighbours])
+        live: list[tuple[Neighbour, CacheEntry]] = []
+        for neighbour, candidate in zip(neighbours, found, strict=True):
             if candidate is None:
                 # Gone from the store (expired, evicted, invalidated): never served, and
                 # dropped here so this replica stops finding it.
                 self._index.remove(scope.tenant, [neighbour.entry_id])
-                continue
-            if candidate.partition != keys.partition:
-                continue
-            verdict = verify(query_features, extract_features(candidate.prompt_text))
-            if verdict.passed:
-                await self._store.touch(scope.tenant, candidate.entry_id, now_ms)
-                return _hit(caching_pb2.CACHE_STATUS_SEMANTIC, candidate, neighbour.similarity)
-            _log.debug(
-                "semantic candidate rejected",
-                failed_check=verdict.failed_check,
-                similarity=round(neighbour.similarity, 4),
-                tenant=scope.tenant,
-            )
-        return miss
+            elif candidate.partition == keys.partition:
+                live.append((neighbour, candidate))
+        if not live:
+            return miss
+        chosen = await self._semantic.choose(
+            scope.tenant,
+            policy.verifier,
+            keys.prompt_text,
+            [candidate.prompt_text for _, candidate in live],
+        )
+        if chosen is None:
+            return miss
+        neighbour, candidate = live[chosen]
+        await self._store.touch(scope.tenant, candidate.entry_id, now_ms)
+        return _hit(caching_pb2.CACHE_STATUS_SEMANTIC, candidate, neighbour.similarity)
 
     async def store(
         self, request: cache_service_pb2.StoreRequest
@@ -136,6 +132,8 @@ class AnswerCache:
         policy = self._tenant_policy(scope.tenant)
         if policy.mode == "bypass":
             return _skipped("CACHE_DISABLED")
+        if request.mode == caching_pb2.CACHE_MODE_BYPASS:
+            return _skipped("BYPASS_REQUESTED")
         allow_temperature = request.allow_nonzero_temperature or policy.allow_nonzero_temperature
         if _temperature_above_zero(scope.parameters) and not allow_temperature:
             return _skipped("TEMPERATURE_ABOVE_ZERO")
@@ -144,12 +142,11 @@ class AnswerCache:
             return _skipped("CONTENT_FILTERED")
         keys = scope_keys(scope, self._embedders.name(policy.embedder))
         vector = b""
-        if policy.mode == "semantic" and keys.prompt_text:
-            try:
-                embedder = self._embedders.get(policy.embedder)
-                vector = (await embedder.embed([keys.prompt_text]))[0].tobytes()
-            except EmbedderUnavailableError as error:
-                _log.warning("stored without embedding", reason=str(error), tenant=scope.tenant)
+        # A per-request semantic opt-in embeds too, so a later semantic lookup can find it.
+        semantic = policy.mode == "semantic" or request.mode == caching_pb2.CACHE_MODE_SEMANTIC
+        if semantic and request.mode != caching_pb2.CACHE_MODE_EXACT and keys.prompt_text:
+            embedded = await self._semantic.embed(scope.tenant, policy.embedder, keys.prompt_text)
+            vector = b"" if embedded is None else embedded.tobytes()
         now_ms = self._clock_ms()
         entry = CacheEntry(
             tenant=scope.tenant,
