@@ -72,9 +72,9 @@ class PromptFeatures:
 
 def _replace_phrases(tokens: list[Token], words: LanguageWords) -> list[Token]:
     """Multiword phrases replaced (longest first); cost linear in tokens."""
-    if not words.phrases:
+    longest = words.longest_phrase
+    if not longest:
         return tokens
-    longest = max(len(key) for key in words.phrases)
     out: list[Token] = []
     position = 0
     while position < len(tokens):

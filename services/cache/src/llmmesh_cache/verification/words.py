@@ -39,6 +39,12 @@ class LanguageWords:
     role_markers: frozenset[str]
     # Words that join items whose order does not matter ("A and B", "A or B").
     coordinators: frozenset[str]
+    # The most words any phrase has (phrases are looked up at most this far ahead).
+    longest_phrase: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        longest = max((len(key) for key in self.phrases), default=0)
+        object.__setattr__(self, "longest_phrase", longest)
 
 
 def _words(text: str) -> frozenset[str]:
