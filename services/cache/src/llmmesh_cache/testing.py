@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import grpc
 import grpc.aio
+from opentelemetry import metrics
 
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2, cache_service_pb2_grpc
 from llmmesh.common.v1 import chat_pb2
@@ -91,12 +92,16 @@ class CacheNode:
 
 
 async def start_cache_node(
-    redis_url: str = "", document: dict[str, Any] | None = None, **settings: Any
+    redis_url: str = "",
+    document: dict[str, Any] | None = None,
+    *,
+    meter: metrics.Meter | None = None,
+    **settings: Any,
 ) -> CacheNode:
     """Builds a cache through `build_servicer` and serves it on 127.0.0.1."""
     values: dict[str, Any] = {"embedder": "simulated", "sync_block_ms": 50, **settings}
     wiring = await build_servicer(
-        CacheSettings(redis_url=redis_url, **values), document or policy_document()
+        CacheSettings(redis_url=redis_url, **values), document or policy_document(), meter=meter
     )
     server = grpc.aio.server()
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(wiring.servicer, server)

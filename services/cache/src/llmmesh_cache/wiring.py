@@ -8,6 +8,7 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as redis_asyncio
 import redis.exceptions
+from opentelemetry import metrics
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -99,9 +100,9 @@ def _check_local_embedder_installed(policy: CachePolicy, embedders: EmbedderRegi
 class _JudgeFactory:
     """Builds the policy's judge on one shared channel to the provider, opened on first use."""
 
-    def __init__(self, settings: CacheSettings, metrics: CacheMetrics) -> None:
+    def __init__(self, settings: CacheSettings, counters: CacheMetrics) -> None:
         self._settings = settings
-        self._metrics = metrics
+        self._metrics = counters
         self._channel: grpc.aio.Channel | None = None
 
     def __call__(self, policy: CachePolicy) -> PairJudge | None:
@@ -125,8 +126,16 @@ class _JudgeFactory:
             await self._channel.close()
 
 
-async def build_servicer(settings: CacheSettings, policy_document: dict[str, Any]) -> Wiring:
-    """The servicer, with Redis health as its dependency check when Redis is configured."""
+async def build_servicer(
+    settings: CacheSettings,
+    policy_document: dict[str, Any],
+    *,
+    meter: metrics.Meter | None = None,
+) -> Wiring:
+    """The servicer, with Redis health as its dependency check when Redis is configured.
+
+    `meter` replaces the global one (tests read the cache's counters through it).
+    """
     policy = CachePolicy.from_document(policy_document)
     embedders = embedder_registry(settings)
     _check_local_embedder_installed(policy, embedders)
@@ -156,14 +165,14 @@ async def build_servicer(settings: CacheSettings, policy_document: dict[str, Any
         wiring.closers.append(sync.stop)
     else:
         store = InMemoryEntryStore()
-    metrics = CacheMetrics()
+    counters = CacheMetrics(meter)
     pool = FairCpuPool(settings.cpu_workers, settings.cpu_queue, settings.cpu_queue_per_tenant)
-    judges = _JudgeFactory(settings, metrics)
+    judges = _JudgeFactory(settings, counters)
     semantic = SemanticMatcher(
         embedders,
         pool,
         FeatureCache(settings.feature_cache_bytes),
-        metrics,
+        counters,
         SemanticLimits(settings.embed_timeout_s, settings.verify_timeout_s),
         judge=judges(policy),
     )
