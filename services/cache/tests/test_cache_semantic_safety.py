@@ -10,27 +10,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from llmmesh.common.v1 import caching_pb2
 from llmmesh_cache import semantic
-from llmmesh_cache.testing import NodeFactory, policy_document, scope
+from llmmesh_cache.testing import NodeFactory, counter_total, policy_document, scope
 from llmmesh_cache.verification import MAX_VERIFIED_BYTES
 
 SEMANTIC = caching_pb2.CACHE_STATUS_SEMANTIC
 EXACT = caching_pb2.CACHE_STATUS_EXACT
 MISS = caching_pb2.CACHE_STATUS_MISS
 SECRET_PROMPT = "What is the dosage for patient 4711-secret?"
-
-
-def counter_total(reader: InMemoryMetricReader, name: str, **attributes: str) -> int:
-    data = reader.get_metrics_data()
-    total = 0
-    for resource in data.resource_metrics if data else []:
-        for scope_metrics in resource.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name != name:
-                    continue
-                for point in metric.data.data_points:
-                    if attributes.items() <= dict(point.attributes or {}).items():
-                        total += int(point.value)
-    return total
 
 
 @pytest.fixture

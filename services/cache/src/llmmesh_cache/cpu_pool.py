@@ -1,8 +1,9 @@
 """Runs the cache's CPU-heavy work (embedding, verification) off the event loop, fairly.
 
-A few worker threads take jobs from per-tenant queues in turn, so a tenant that sends many
-heavy lookups waits behind its own jobs, not in front of everyone else's: another tenant's
-job waits at most for the jobs already running plus one job of each other busy tenant.
+A few worker threads take jobs from per-tenant queues, always from the tenant served least
+recently, so a tenant that sends many heavy lookups waits behind its own jobs, not in front
+of everyone else's: another tenant's job waits at most for the jobs already running plus
+one job of each other busy tenant.
 Queues are bounded per tenant and in total; a job that does not fit is refused at once
 (PoolBusyError, which the cache turns into a miss), and a job that waits past its timeout
 is dropped. The event loop only does bookkeeping, so health checks and exact lookups never
@@ -28,6 +29,7 @@ class PoolBusyError(Exception):
 
 @dataclasses.dataclass
 class _Job(Generic[ResultT]):
+    tenant: str
     call: Callable[[], ResultT]
     done: asyncio.Future[ResultT]
 
@@ -43,7 +45,10 @@ class FairCpuPool:
         self._max_queued = max_queued
         self._max_queued_per_tenant = max_queued_per_tenant
         self._queues: dict[str, collections.deque[_Job[Any]]] = {}
-        self._turns: collections.deque[str] = collections.deque()
+        # When each tenant with queued or running jobs was last given a worker.
+        self._last_served: dict[str, int] = {}
+        self._running_by_tenant: collections.Counter[str] = collections.Counter()
+        self._dispatches = 0
         self._queued = 0
         self._running = 0
 
@@ -62,10 +67,9 @@ class FairCpuPool:
             queue is not None and len(queue) >= self._max_queued_per_tenant
         ):
             raise PoolBusyError(tenant)
-        job: _Job[ResultT] = _Job(call, asyncio.get_running_loop().create_future())
+        job: _Job[ResultT] = _Job(tenant, call, asyncio.get_running_loop().create_future())
         if queue is None:
             queue = self._queues[tenant] = collections.deque()
-            self._turns.append(tenant)
         queue.append(job)
         self._queued += 1
         self._dispatch()
@@ -77,20 +81,28 @@ class FairCpuPool:
             job.done.cancel()
 
     def _dispatch(self) -> None:
-        while self._running < self._workers and self._turns:
-            tenant = self._turns.popleft()
+        while self._running < self._workers and self._queues:
+            # Linear in the tenants waiting, which the queue bound keeps small.
+            tenant = min(self._queues, key=lambda name: self._last_served.get(name, -1))
             queue = self._queues[tenant]
             job = queue.popleft()
             self._queued -= 1
-            if queue:
-                self._turns.append(tenant)
-            else:
+            if not queue:
                 del self._queues[tenant]
             if job.done.done():
+                self._forget_if_idle(tenant)
                 continue
             self._running += 1
+            self._running_by_tenant[tenant] += 1
+            self._dispatches += 1
+            self._last_served[tenant] = self._dispatches
             submitted = self._executor.submit(job.call)
             submitted.add_done_callback(self._report_to_loop(job))
+
+    def _forget_if_idle(self, tenant: str) -> None:
+        if tenant not in self._queues and not self._running_by_tenant[tenant]:
+            del self._running_by_tenant[tenant]
+            self._last_served.pop(tenant, None)
 
     def _report_to_loop(self, job: _Job[Any]) -> Callable[[concurrent.futures.Future[Any]], None]:
         loop = job.done.get_loop()
@@ -104,6 +116,8 @@ class FairCpuPool:
 
     def _finished(self, finished: concurrent.futures.Future[Any], job: _Job[Any]) -> None:
         self._running -= 1
+        self._running_by_tenant[job.tenant] -= 1
+        self._forget_if_idle(job.tenant)
         if not job.done.done():
             error = finished.exception()
             if error is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import grpc.aio
@@ -15,6 +15,9 @@ from llmmesh.common.v1 import chat_pb2
 from llmmesh.runtime.wiring import Wiring
 from llmmesh_cache.settings import CacheSettings
 from llmmesh_cache.wiring import build_servicer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 TENANTS = ("acme", "globex")
 
@@ -114,6 +117,21 @@ async def start_cache_node(
         cache_service_pb2_grpc.CacheServiceStub(channel),
     )
     return CacheNode(wiring, server, channel, stub)
+
+
+def counter_total(reader: InMemoryMetricReader, name: str, **attributes: str) -> int:
+    """The sum of a counter's points whose attributes include the given ones."""
+    data = reader.get_metrics_data()
+    total = 0
+    for resource in data.resource_metrics if data else []:
+        for scope_metrics in resource.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    if attributes.items() <= dict(point.attributes or {}).items():
+                        total += int(point.value)
+    return total
 
 
 # What a fixture that starts (and later closes) cache nodes hands to a test.
