@@ -130,7 +130,7 @@ def counter_total(reader: InMemoryMetricReader, name: str, **attributes: str) ->
                     continue
                 for point in metric.data.data_points:
                     if attributes.items() <= dict(point.attributes or {}).items():
-                        total += int(point.value)
+                        total += int(getattr(point, "value", 0))
     return total
 
 
