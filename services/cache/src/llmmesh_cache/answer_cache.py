@@ -8,18 +8,25 @@ passes verification. A last user turn over the verification cap is exact-only.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh_cache.backends.base import EntryStore
+from llmmesh_cache.cpu_pool import FairCpuPool, PoolBusyError
 from llmmesh_cache.embedders.registry import EmbedderRegistry
 from llmmesh_cache.entries import CacheEntry, TenantLimits
 from llmmesh_cache.policy import MODES, CachePolicy, TenantCachePolicy
-from llmmesh_cache.scope import scope_keys
-from llmmesh_cache.semantic import SemanticMatcher
+from llmmesh_cache.scope import ScopeKeys, scope_keys
+from llmmesh_cache.semantic import SemanticMatcher, semantic_eligible
 from llmmesh_cache.vector_index import Neighbour, VectorIndex
+
+# Conversations longer than this are keyed on the worker pool: normalizing and hashing a
+# megabyte takes about 10 ms, which on the event loop would hold up every other tenant.
+INLINE_KEY_CHARS = 64 * 1024
+KEY_TIMEOUT_S = 5.0
 
 
 def wall_clock_ms() -> int:
@@ -40,6 +47,7 @@ class AnswerCache:
         embedders: EmbedderRegistry,
         policy: CachePolicy,
         semantic: SemanticMatcher,
+        cpu: FairCpuPool,
         *,
         semantic_candidates: int = 4,
         clock_ms: Callable[[], int] = wall_clock_ms,
@@ -49,6 +57,7 @@ class AnswerCache:
         self._embedders = embedders
         self._policy = policy
         self._semantic = semantic
+        self._cpu = cpu
         self._semantic_candidates = semantic_candidates
         self._clock_ms = clock_ms
 
@@ -65,6 +74,15 @@ class AnswerCache:
             raise LookupError(f"unknown tenant {tenant!r}")  # validation rejects these first
         return policy
 
+    async def _keys(self, scope: cache_pb2.CacheScope, embedder: str) -> ScopeKeys:
+        """The scope's keys; raises PoolBusyError or TimeoutError for a large scope when the
+        worker pool cannot take it in time."""
+        name = self._embedders.name(embedder)
+        if sum(len(message.content) for message in scope.messages) <= INLINE_KEY_CHARS:
+            return scope_keys(scope, name)
+        derive = functools.partial(scope_keys, scope, name)
+        return await self._cpu.run(scope.tenant, derive, timeout_s=KEY_TIMEOUT_S)
+
     async def lookup(
         self, request: cache_service_pb2.LookupRequest
     ) -> cache_service_pb2.LookupResponse:
@@ -76,13 +94,16 @@ class AnswerCache:
             _temperature_above_zero(scope.parameters) and not allow_temperature
         ):
             return cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_BYPASS)
-        keys = scope_keys(scope, self._embedders.name(policy.embedder))
+        miss = cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_MISS)
+        try:
+            keys = await self._keys(scope, policy.embedder)
+        except (PoolBusyError, TimeoutError):
+            return miss
         now_ms = self._clock_ms()
         (exact,) = await self._store.get(scope.tenant, [keys.entry_id])
         if exact is not None:
             await self._store.touch(scope.tenant, exact.entry_id, now_ms)
             return _hit(caching_pb2.CACHE_STATUS_EXACT, exact, 1.0)
-        miss = cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_MISS)
         if mode != caching_pb2.CACHE_MODE_SEMANTIC or not keys.prompt_text:
             return miss
         threshold = (
@@ -140,7 +161,12 @@ class AnswerCache:
         if request.answer.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER:
             # A filtered answer is cut short by the provider: not a complete answer to reuse.
             return _skipped("CONTENT_FILTERED")
-        keys = scope_keys(scope, self._embedders.name(policy.embedder))
+        try:
+            keys = await self._keys(scope, policy.embedder)
+        except (PoolBusyError, TimeoutError):
+            return _skipped("BUSY")
+        # A prompt too long to verify is exact-only: its text is not kept for verification.
+        prompt_text = keys.prompt_text if semantic_eligible(keys.prompt_text) else ""
         vector = b""
         # A per-request semantic opt-in embeds too, so a later semantic lookup can find it.
         semantic = policy.mode == "semantic" or request.mode == caching_pb2.CACHE_MODE_SEMANTIC
@@ -153,7 +179,7 @@ class AnswerCache:
             entry_id=keys.entry_id,
             model=scope.model,
             partition=keys.partition,
-            prompt_text=keys.prompt_text,
+            prompt_text=prompt_text,
             answer=request.answer.SerializeToString(deterministic=True),
             vector=vector,
             expires_at_ms=now_ms + int(policy.ttl_s * 1000),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import grpc.aio
@@ -38,6 +39,7 @@ from llmmesh_cache.vector_index import IndexSettings, VectorIndex
 from llmmesh_cache.verification.features import FeatureCache
 
 REDIS_RETRIES = 2
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
@@ -166,6 +168,9 @@ async def build_servicer(
     else:
         store = InMemoryEntryStore()
     counters = CacheMetrics(meter)
+    # Worker threads verifying and embedding hold the GIL for up to this long at a time;
+    # the default 5 ms, paid several times per request, would show in every lookup.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     pool = FairCpuPool(settings.cpu_workers, settings.cpu_queue, settings.cpu_queue_per_tenant)
     judges = _JudgeFactory(settings, counters)
     semantic = SemanticMatcher(
@@ -177,8 +182,9 @@ async def build_servicer(
         judge=judges(policy),
     )
     cache = AnswerCache(
-        store, index, embedders, policy, semantic, semantic_candidates=settings.semantic_candidates
-    )
+        store, index, embedders, policy, semantic, pool,
+        semantic_candidates=settings.semantic_candidates,
+    )  # fmt: skip
     servicer = CacheServicer(cache)
     embedder_check = EmbedderCheck(embedders)
     background = _start_semantic_background(policy, semantic, embedder_check)
