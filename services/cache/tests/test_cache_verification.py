@@ -89,6 +89,8 @@ def test_near_misses_fail_a_named_check(first: str, second: str, failed_check: s
         ("What's new in Python 3.11.2?", "What is new in Python 3.11.2?"),
         ("Is 192.168.1.1 a private address?", "Is 192.168.1.1 a private address ?"),
         ("Wie viele Einwohner hat Berlin?", "Wie viele Einwohner hat Berlin eigentlich?"),
+        ("whats the capital of france", "What is the capital of France?"),
+        ("can u explain how vaccines work", "How do vaccines work?"),
     ],
 )
 def test_paraphrases_pass(first: str, second: str) -> None:

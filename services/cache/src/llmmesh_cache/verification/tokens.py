@@ -42,6 +42,11 @@ _CONTRACTIONS = {
     "can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not",
     "n't": " not", "'re": " are", "'ve": " have", "'ll": " will", "'m": " am", "'d": " would",
     "let's": "let us", "e.g.": " ", "i.e.": " ", "etc.": " ",
+    # The same, typed without the apostrophe.
+    "whats": "what is", "dont": "do not", "doesnt": "does not", "didnt": "did not",
+    "isnt": "is not", "arent": "are not", "wasnt": "was not", "cant": "can not",
+    "couldnt": "could not", "shouldnt": "should not", "wouldnt": "would not", "im": "i am",
+    "ive": "i have", "youre": "you are", "u": "you",
 }  # fmt: skip
 # "'s" after these words is "is" ("what's"); after other words it marks a possessive.
 _IS_BEFORE = ("what", "that", "it", "he", "she", "there", "here", "who", "where", "how",
@@ -50,7 +55,9 @@ _REWRITE = re.compile(
     r"(?P<time>(?<![\w.])(?P<hour>\d{1,2})\s*(?P<half>[ap])\.?\s?m\b\.?)"
     r"|(?P<is>\b(?:" + "|".join(_IS_BEFORE) + r")'s\b)"
     r"|(?P<contraction>can't|cannot|won't|shan't|let's|n't|'re|'ve|'ll|'m|'d\b"
-    r"|\be\.g\.|\bi\.e\.|\betc\.)",
+    r"|\be\.g\.|\bi\.e\.|\betc\."
+    r"|\b(?:whats|dont|doesnt|didnt|isnt|arent|wasnt|cant|couldnt|shouldnt|wouldnt|im|ive"
+    r"|youre|u)\b)",
     re.IGNORECASE,
 )
 _TOKEN = re.compile(
