@@ -65,6 +65,26 @@ def test_default_threshold_meets_the_quality_targets_on_the_tuning_set(
     assert unverified.false_hit_rate > 5 * MAX_FALSE_HIT_RATE
 
 
+# On the held-out set, measured and never tuned on: false hits meet the target (0.4% at the
+# default threshold); paraphrase hits (49.8%) fall short of the 60% target, and this floor
+# only catches a regression. docs/semantic-cache-quality.md says why.
+HELDOUT_MAX_FALSE_HIT_RATE = 0.01
+HELDOUT_MIN_HIT_RATE = 0.45
+
+
+def test_on_the_held_out_set_false_hits_stay_under_one_percent(
+    model: LocalMiniLMEmbedder,
+) -> None:
+    pairs = load_pairs(HELDOUT_FILE)
+    vectors = model.embed_now([p.first for p in pairs] + [p.second for p in pairs])
+    verdicts = {"alignment": [v.passed for v in alignment_verdicts(pairs)]}
+    (row,) = evaluate(
+        pairs, pair_similarities(pairs, vectors), [DEFAULT_SIMILARITY_THRESHOLD], verdicts
+    )
+    assert row.false_hit_rate <= HELDOUT_MAX_FALSE_HIT_RATE
+    assert row.hit_rate >= HELDOUT_MIN_HIT_RATE
+
+
 @pytest.mark.parametrize(
     ("stored", "asked"),
     [
