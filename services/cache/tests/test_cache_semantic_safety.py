@@ -10,6 +10,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from llmmesh.common.v1 import caching_pb2
 from llmmesh_cache import semantic
+from llmmesh_cache.embedders.simulated import SimulatedEmbedder
 from llmmesh_cache.testing import NodeFactory, counter_total, policy_document, scope
 from llmmesh_cache.verification import MAX_VERIFIED_BYTES
 
@@ -40,6 +41,22 @@ async def test_a_check_that_raises_is_a_counted_miss_logged_without_the_prompt(
     assert counter_total(reader, "llmmesh.cache.verification.errors") == 1
     assert any(entry["event"].startswith("verification failed") for entry in logs)
     assert "4711" not in repr(logs)
+
+
+async def test_an_embedder_that_raises_is_a_counted_miss(
+    start_node: NodeFactory, reader: InMemoryMetricReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await start_node(meter=MeterProvider(metric_readers=[reader]).get_meter("test"))
+    await node.store(scope("What is the capital of Peru?"))
+
+    def broken(self: SimulatedEmbedder, texts: object) -> None:
+        raise RuntimeError("the model's weights are corrupt")
+
+    monkeypatch.setattr(SimulatedEmbedder, "embed_now", broken)
+    found = await node.lookup(scope("what's the capital of Peru"), similarity_threshold=0.0)
+    assert found.status == MISS
+    assert counter_total(reader, "llmmesh.cache.semantic.skipped",
+                         **{"llmmesh.cache.skip_reason": "embed_error"}) == 1  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,9 @@ class SemanticMatcher:
         except TimeoutError:
             self._skip("embed_timeout", tenant)
             return None
+        except Exception as error:  # noqa: BLE001 - a failing model is a miss, not INTERNAL
+            self._skip("embed_error", tenant, type(error).__name__)
+            return None
         vector: Vector = vectors[0]
         return vector
 
