@@ -26,6 +26,17 @@ except ImportError:  # pragma: no cover - depends on how llmmesh-libs was instal
 
 DEV_API_KEY = "llmmesh-dev-key"
 
+# Conditions a service reports beside its status (Wiring.health_notes), with what they mean.
+HEALTH_NOTES = {
+    "cache": (
+        (
+            "llmmesh.cache.v1.CacheService/semantic-embeddings",
+            "semantic lookups run on simulated embeddings: paraphrases rarely hit "
+            "(set LLMMESH_CACHE_EMBEDDER=local)",
+        ),
+    ),
+}
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 ApiKey = Annotated[str, typer.Option(envvar="LLMMESH_API_KEY", help="API key sent to the router.")]
@@ -144,6 +155,9 @@ def health(
         status = _health_status(f"{host}:{port}")
         all_serving &= status == "SERVING"
         typer.echo(f"{service:<12} {host}:{port:<6} {status}")
+        for note, meaning in HEALTH_NOTES.get(service, ()):
+            if _health_status(f"{host}:{port}", note) == "NOT_SERVING":
+                typer.echo(f"{'':<12} note: {meaning}")
     if not all_serving:
         raise typer.Exit(1)
 
@@ -166,11 +180,11 @@ def trace_view(
     typer.echo(render_tree(spans))
 
 
-def _health_status(address: str) -> str:
+def _health_status(address: str, service: str = "") -> str:
     with grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2.0
+                health_pb2.HealthCheckRequest(service=service), timeout=2.0
             )
         except grpc.RpcError as error:
             return f"UNREACHABLE ({error.code().name})"

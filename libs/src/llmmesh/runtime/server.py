@@ -170,6 +170,10 @@ class ServiceHost:
                 healthy = False
             if not healthy:
                 break
+        for note, holds in self._wiring.health_notes.items():
+            await self._health.set(
+                f"{self._service_name}/{note}", SERVING if holds() else NOT_SERVING
+            )
         status = SERVING if healthy else NOT_SERVING
         if status != self._serving_status:
             log.info("health_changed", serving=healthy)

@@ -135,8 +135,8 @@ class CompletionPipeline:
         decision = await self._route(request, prompt_tokens + parameters.max_tokens, deadline)
         reserved_model = decision.chain[0].name if decision.chain else request.model
         scope = cache_pb2.CacheScope(
-            tenant=tenant.name, model=request.model, messages=request.messages,
-            parameters=parameters,
+            tenant=tenant.name, model=_cache_model(request.model, decision),
+            messages=request.messages, parameters=parameters,
         )  # fmt: skip
         # A lookup changes nothing, so it runs alongside the reservation to save a hop;
         # a denial still wins over a hit.
@@ -393,8 +393,9 @@ class CompletionPipeline:
         try:
             await self._peers.cache.Store(
                 cache_service_pb2.StoreRequest(
-                    scope=scope, answer=answer,
+                    scope=_answered_scope(scope, finished), answer=answer,
                     allow_nonzero_temperature=control.allow_nonzero_temperature,
+                    mode=control.mode,
                 ),
                 timeout=5.0,
             )  # fmt: skip
@@ -461,6 +462,27 @@ async def _as_own(
 ) -> AsyncIterator[tuple[GenerationEvent, bool]]:
     async for event in events:
         yield event, True
+
+
+def _cache_model(requested: str, decision: RouteDecision) -> str:
+    """The model a cache entry is kept under. For "auto" it is the model routing chose
+    ("auto:sim-large"), so two priorities or complexities never share an answer; with every
+    circuit open it is the model that would have answered, for a degraded lookup."""
+    if requested != AUTO_MODEL:
+        return requested
+    chosen = [model.name for model in decision.chain] or list(decision.skipped_for_circuit)
+    return f"{AUTO_MODEL}:{chosen[0]}" if chosen else AUTO_MODEL
+
+
+def _answered_scope(scope: cache_pb2.CacheScope, finished: Finished) -> cache_pb2.CacheScope:
+    """The scope an "auto" answer is stored under: the model that answered it, which is
+    not the chosen one when a fallback answered."""
+    if not scope.model.startswith(f"{AUTO_MODEL}:"):
+        return scope
+    stored = cache_pb2.CacheScope()
+    stored.CopyFrom(scope)
+    stored.model = f"{AUTO_MODEL}:{finished.model.name}"
+    return stored
 
 
 def _coalescable(request: CompletionRequest) -> bool:

@@ -40,14 +40,24 @@ class ProviderEmbedder:
     def name(self) -> str:
         return provider_embedder_name(self._instance, self._model)
 
-    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    async def _call(self, texts: Sequence[str]) -> provider_service_pb2.EmbedResponse:
         request = provider_service_pb2.EmbedRequest(
             instance=self._instance, model=self._model, inputs=list(texts)
         )
         try:
-            response = await self._stub.Embed(request, timeout=self._timeout_s)
+            response: provider_service_pb2.EmbedResponse = await self._stub.Embed(
+                request, timeout=self._timeout_s
+            )
         except grpc.aio.AioRpcError as error:
             raise EmbedderUnavailableError(f"provider Embed failed: {error.code().name}") from error
+        return response
+
+    async def backend(self) -> str:
+        """The backend kind that embeds for this cache ("simulated" means hashed words)."""
+        return (await self._call(["probe"])).backend
+
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        response = await self._call(texts)
         if len(response.embeddings) != len(texts):
             raise EmbedderUnavailableError("provider Embed returned a wrong number of vectors")
         return normalized_rows(np.array([list(e.values) for e in response.embeddings]))
