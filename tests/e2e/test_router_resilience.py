@@ -331,9 +331,11 @@ async def test_an_upstream_that_hangs_before_its_first_token_fails_over_within_t
 async def test_a_caller_that_stops_reading_stops_the_upstream_then_its_stream_ends(
     mesh: Mesh, fakes: dict[str, FakeOpenAI]
 ) -> None:
-    # 30 MB of text; the caller reads one delta and then nothing. Its window is fixed
-    # (no bandwidth probing), as a client that may stall sets it.
-    long_answer = tuple(f" {index:07d}{'x' * 992}" for index in range(30_000))
+    # 60 MB of text; the caller reads one delta and then nothing. Its window is fixed
+    # (no bandwidth probing), as a client that may stall sets it. What the upstream still
+    # sends fills socket buffers that no process controls (up to about 11 MB was seen), so
+    # the answer is long enough for a quarter of it to mean "stopped early".
+    long_answer = tuple(f" {index:07d}{'x' * 1992}" for index in range(30_000))
     fakes["primary"].enqueue(Reply(chunks=long_answer))
     options = [("grpc.http2.bdp_probe", 0)]
     async with grpc.aio.insecure_channel(mesh.router_address, options=options) as channel:
@@ -350,7 +352,7 @@ async def test_a_caller_that_stops_reading_stops_the_upstream_then_its_stream_en
         async with asyncio.timeout(STALL_TIMEOUT_S + 10):
             while not upstream.disconnected:
                 await asyncio.sleep(0.1)
-        whole_body = len(long_answer) * 1000  # bytes: each chunk's SSE frame is longer
+        whole_body = len(long_answer) * 2000  # bytes: each chunk's SSE frame is longer
         assert upstream.bytes_sent < whole_body / 4, "the upstream ran on for a stalled caller"
         received: list[str] = []
         with pytest.raises(grpc.aio.AioRpcError) as ended:
