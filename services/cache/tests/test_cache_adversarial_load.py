@@ -6,7 +6,8 @@ used to take the cache down: three blocks of words with the last two swapped, 1 
 character NFKC expands 18-fold, and 10,000 numbers (each also in a size just under the
 verification cap, so the checks themselves run on the largest input they accept).
 Meanwhile a victim tenant looks up a small prompt every few milliseconds. Asserted: the
-victim's p99 latency, that health answers throughout, and the cache process's RSS growth.
+victim's p99 latency (under 50 ms, or, on a machine already busy, within a multiple of its
+p99 alone), that health answers throughout, and the cache process's RSS growth.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from llmmesh_cache.testing import answer, scope
 ATTACK_S = 20.0
 ATTACKERS = 3
 VICTIM_P99_MS = 50.0
+# On a machine busy with other work, the victim's p99 may exceed 50 ms with no attacker at
+# all; then the bound is this multiple of the p99 it had alone, measured first. Either way a
+# lookup that waits behind an attacker's (seconds, before) fails it.
+BUSY_MACHINE_MULTIPLE = 8.0
+QUIET_S = 3.0
 MAX_RSS_GROWTH_MB = 150.0
 START_TIMEOUT_S = 60.0
 
@@ -168,6 +174,22 @@ def _wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("the cache did not report SERVING")
 
 
+def victim_latencies_ms(
+    stub: cache_service_pb2_grpc.CacheServiceStub,
+    lookup: cache_service_pb2.LookupRequest,
+    seconds: float,
+) -> list[float]:
+    """The victim's lookup latencies with no attacker running."""
+    latencies_ms = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        stub.Lookup(lookup, timeout=5)
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.005)
+    return latencies_ms
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -187,6 +209,7 @@ def test_adversarial_prompts_do_not_stall_other_tenants_or_swell_the_cache(
         lookup = cache_service_pb2.LookupRequest(scope=small)
         # One round of everything first, so lazy imports and dictionaries are loaded.
         failures = failures_of(run_attackers(address, 1, 0.0))
+        quiet_ms = victim_latencies_ms(stub, lookup, QUIET_S)
         rss_before = process.memory_info().rss
         attackers = run_attackers(address, ATTACKERS, ATTACK_S)
         latencies_ms, health_ms = [], []
@@ -203,12 +226,14 @@ def test_adversarial_prompts_do_not_stall_other_tenants_or_swell_the_cache(
         rss_growth_mb = (process.memory_info().rss - rss_before) / 2**20
 
     print(
+        f"victim alone: p99 {percentile(quiet_ms, 0.99):.1f} ms; "
         f"victim lookups {len(latencies_ms)}: p50 {percentile(latencies_ms, 0.5):.1f} ms, "
         f"p99 {percentile(latencies_ms, 0.99):.1f} ms; health p99 "
         f"{percentile(health_ms, 0.99):.1f} ms; cache RSS growth {rss_growth_mb:.1f} MB"
     )
     assert not failures, failures[:5]
     assert len(latencies_ms) > 100
-    assert percentile(latencies_ms, 0.99) < VICTIM_P99_MS
-    assert percentile(health_ms, 0.99) < VICTIM_P99_MS
+    bound_ms = max(VICTIM_P99_MS, BUSY_MACHINE_MULTIPLE * percentile(quiet_ms, 0.99))
+    assert percentile(latencies_ms, 0.99) < bound_ms
+    assert percentile(health_ms, 0.99) < bound_ms
     assert rss_growth_mb < MAX_RSS_GROWTH_MB
