@@ -99,7 +99,9 @@ def test_a_per_request_semantic_opt_in_finds_what_it_stored(
 
 
 def _health(mesh: Mesh) -> subprocess.CompletedProcess[str]:
-    ports = [arg for service, port in mesh.ports.items() for arg in (f"--{service}", str(port))]
+    ports = [
+        arg for service, port in mesh.health_ports.items() for arg in (f"--{service}", str(port))
+    ]
     return subprocess.run(
         [sys.executable, "-c", "from llmmesh.cli import app; app()", "health", *ports],
         capture_output=True, text=True, timeout=60,

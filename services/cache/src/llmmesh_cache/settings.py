@@ -22,6 +22,8 @@ class CacheSettings(ServiceSettings):
     port: int = pydantic.Field(default=50053, ge=0, le=65535)
     # Empty runs on the in-memory store (a single replica).
     redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))
+    # The CA bundle a `rediss://` server's certificate must chain to (system CAs if empty).
+    redis_ca_file: str = pydantic.Field(default="", validation_alias=shared("REDIS_CA_FILE"))
     redis_key_prefix: str = "llmmesh:cache"
     redis_timeout_s: float = pydantic.Field(default=1.0, gt=0)
     # The embedder a policy's `embedder: default` means.

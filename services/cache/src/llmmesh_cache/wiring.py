@@ -14,6 +14,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from llmmesh.policy import PolicyError
+from llmmesh.runtime.channels import open_channel
+from llmmesh.runtime.mesh_security import MeshCredentials
+from llmmesh.runtime.tls import redis_tls_options
 from llmmesh.runtime.wiring import Wiring
 from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.base import EntryStore
@@ -57,6 +60,7 @@ def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
             instance=settings.provider_embed_instance,
             model=settings.provider_embed_model,
             timeout_s=settings.embed_timeout_s,
+            credentials=MeshCredentials.from_settings(settings),
         )
 
     def local() -> Embedder:
@@ -111,7 +115,12 @@ class _JudgeFactory:
         if policy.judge is None or policy.judge_target is None:
             return None
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._settings.provider_address)
+            # The cache's mesh credentials, as for Embed; the provider must admit the cache
+            # to Generate (LLMMESH_PROVIDER_ALLOWED_PEERS), or every verdict is a miss.
+            self._channel = open_channel(
+                self._settings.provider_address,
+                credentials=MeshCredentials.from_settings(self._settings),
+            )
         instance, model = policy.judge_target
         return PairJudge(
             self._channel,
@@ -159,6 +168,7 @@ async def build_servicer(
             # fresh connection keeps that from reaching callers once Redis is back.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=REDIS_RETRIES),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            **redis_tls_options(settings.redis_url, settings.redis_ca_file),
         )
         redis_store = RedisEntryStore(client, settings.redis_key_prefix)
         sync = RedisIndexSync(redis_store, index, settings.sync_block_ms)

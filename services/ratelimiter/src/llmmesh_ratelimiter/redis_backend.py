@@ -23,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from llmmesh.runtime.tls import redis_tls_options
 from llmmesh_ratelimiter import keys
 from llmmesh_ratelimiter.limits import (
     NOT_FOUND,
@@ -45,7 +46,7 @@ def _script_text(name: str) -> str:
 
 
 def connect_redis(
-    url: str, *, cluster: bool, timeout_s: float, max_connections: int
+    url: str, *, cluster: bool, timeout_s: float, max_connections: int, ca_file: str = ""
 ) -> RedisClient:
     """A client whose socket timeouts keep any single call within the decision timeout."""
     options: dict[str, Any] = {
@@ -53,6 +54,7 @@ def connect_redis(
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), _RETRIES),
         "max_connections": max_connections,
+        **redis_tls_options(url, ca_file),
     }
     if cluster:
         return RedisCluster.from_url(url, **options)

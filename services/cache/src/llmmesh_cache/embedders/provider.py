@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from llmmesh.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
+from llmmesh.runtime.channels import open_channel
+from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh_cache.embedders.base import EmbedderUnavailableError
 from llmmesh_cache.embedders.names import provider_embedder_name
 from llmmesh_cache.embedders.normalize import normalized_rows
@@ -19,9 +21,16 @@ class ProviderEmbedder:
     """Calls ProviderService.Embed on one channel; the provider picks its default when unset."""
 
     def __init__(
-        self, address: str, *, instance: str = "", model: str = "", timeout_s: float = 2.0
+        self,
+        address: str,
+        *,
+        instance: str = "",
+        model: str = "",
+        timeout_s: float = 2.0,
+        credentials: MeshCredentials | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
+        # The cache's mesh credentials: the provider admits the cache to Embed only.
+        self._channel = open_channel(address, credentials=credentials)
         self._stub = provider_service_pb2_grpc.ProviderServiceStub(self._channel)
         self._instance = instance
         self._model = model
