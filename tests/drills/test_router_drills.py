@@ -31,7 +31,7 @@ from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2
 from llmmesh.runtime.errors import error_details
 from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import FakeOpenAI, Reply, hang, rate_limited
-from llmmesh.testing.mesh import local_mesh
+from llmmesh.testing.mesh import local_mesh, peer_channel_credentials
 from tests.drills.conftest import DrillRecord
 
 KEY = "drill-key"
@@ -179,8 +179,11 @@ class PeakMemory:
 
 async def _limit_usage(mesh: Mesh, limit_name: str) -> tuple[int, bool]:
     """What the tenant has used of a limit, and whether one more request is admitted,
-    asked of the ratelimiter directly (the probe's own reservation is given back)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['ratelimiter']}") as channel:
+    asked of the ratelimiter directly, as the router (the probe's own reservation is given
+    back)."""
+    address = f"127.0.0.1:{mesh.ports['ratelimiter']}"
+    router_identity = peer_channel_credentials(mesh, "router")
+    async with grpc.aio.secure_channel(address, router_identity) as channel:
         ratelimiter = ratelimit_service_pb2_grpc.RateLimitServiceStub(channel)
         response = await ratelimiter.Reserve(
             ratelimit_service_pb2.ReserveRequest(

@@ -136,14 +136,14 @@ def cache_process(redis_url: str, folder: pathlib.Path) -> Iterator[tuple[str, p
     port = free_port()
     env = {
         **os.environ,
-        # This test is about load, not about who may call: no mesh credentials.
-        "LLMMESH_INSECURE_PEERS": "true",
         "LLMMESH_CACHE_PORT": str(port),
         "LLMMESH_CACHE_HEALTH_PORT": str(free_port()),
         "LLMMESH_CACHE_LISTEN_HOST": "127.0.0.1",
         "LLMMESH_REDIS_URL": redis_url,
         "LLMMESH_POLICY_FILE": str(policy_file),
         "LLMMESH_CACHE_EMBEDDER": "simulated",
+        # Load, not who may call: the test calls the cache directly, as no peer could.
+        "LLMMESH_INSECURE_PEERS": "true",
     }
     with (folder / "cache.log").open("ab") as log:
         process = subprocess.Popen(

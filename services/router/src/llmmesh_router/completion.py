@@ -203,6 +203,7 @@ class CompletionPipeline:
                     yield event
                 settlement = self._settler.settle(reservation_id, 0)
             except FellBehind as error:
+                observability.streams_stalled.add(1)
                 raise stalled_failure(len(chunks), streamed_chars) from error
         finally:
             if settlement is None:
