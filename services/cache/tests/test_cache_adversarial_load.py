@@ -6,8 +6,9 @@ used to take the cache down: three blocks of words with the last two swapped, 1 
 character NFKC expands 18-fold, and 10,000 numbers (each also in a size just under the
 verification cap, so the checks themselves run on the largest input they accept).
 Meanwhile a victim tenant looks up a small prompt every few milliseconds. Asserted: the
-victim's p99 latency (under 50 ms, or, on a machine already busy, within a multiple of its
-p99 alone), that health answers throughout, and the cache process's RSS growth.
+attack adds less than 50 ms to the victim's p99 latency (and to health's) over quiet
+windows just before and after it, no near miss is served, and the cache process's RSS
+grows by less than 150 MB.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import psutil
@@ -34,23 +35,23 @@ from llmmesh.testing.redis_server import RedisServer
 from llmmesh_cache.testing import answer, scope
 
 ATTACK_S = 20.0
+QUIET_S = 5.0
 ATTACKERS = 3
 VICTIM_P99_MS = 50.0
-# On a machine busy with other work, the victim's p99 may exceed 50 ms with no attacker at
-# all; then the bound is this multiple of the p99 it had alone, measured first. Either way a
-# lookup that waits behind an attacker's (seconds, before) fails it.
-BUSY_MACHINE_MULTIPLE = 8.0
-QUIET_S = 3.0
 MAX_RSS_GROWTH_MB = 150.0
 START_TIMEOUT_S = 60.0
 
 
 # Each attacker is its own process, so its client-side work does not slow the victim's
-# client. It runs rounds of every adversarial pair for the given seconds (at least one
+# client, and runs at the lowest CPU priority: it stands in for clients on other machines,
+# and on this 2-core machine building megabyte requests would otherwise compete with the
+# cache for the CPU. The cache does all of the attack's server-side work at normal
+# priority. It runs rounds of every adversarial pair for the given seconds (at least one
 # round) and prints what went wrong.
 ATTACKER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
+    os.nice(19)
     import grpc
     from llmmesh.cache.v1 import cache_service_pb2, cache_service_pb2_grpc
     from llmmesh.common.v1 import caching_pb2
@@ -136,6 +137,7 @@ def cache_process(redis_url: str, folder: pathlib.Path) -> Iterator[tuple[str, p
     env = {
         **os.environ,
         "LLMMESH_CACHE_PORT": str(port),
+        "LLMMESH_CACHE_HEALTH_PORT": str(free_port()),
         "LLMMESH_CACHE_LISTEN_HOST": "127.0.0.1",
         "LLMMESH_REDIS_URL": redis_url,
         "LLMMESH_POLICY_FILE": str(policy_file),
@@ -174,25 +176,34 @@ def _wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("the cache did not report SERVING")
 
 
-def victim_latencies_ms(
-    stub: cache_service_pb2_grpc.CacheServiceStub,
-    lookup: cache_service_pb2.LookupRequest,
-    seconds: float,
-) -> list[float]:
-    """The victim's lookup latencies with no attacker running."""
-    latencies_ms = []
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        started = time.perf_counter()
-        stub.Lookup(lookup, timeout=5)
-        latencies_ms.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.005)
-    return latencies_ms
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def victim_lookups(
+    stub: cache_service_pb2_grpc.CacheServiceStub,
+    health: health_pb2_grpc.HealthStub,
+    lookup: cache_service_pb2.LookupRequest,
+    running: Callable[[], bool],
+) -> tuple[list[float], list[float]]:
+    """Latencies (ms) of the victim's small lookups and of health checks while `running()`."""
+    latencies_ms, health_ms = [], []
+    while running():
+        started = time.perf_counter()
+        found = stub.Lookup(lookup, timeout=5)
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        assert found.status == caching_pb2.CACHE_STATUS_EXACT
+        started = time.perf_counter()
+        health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        health_ms.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.005)
+    return latencies_ms, health_ms
+
+
+def for_seconds(seconds: float) -> Callable[[], bool]:
+    until = time.monotonic() + seconds
+    return lambda: time.monotonic() < until
 
 
 def test_adversarial_prompts_do_not_stall_other_tenants_or_swell_the_cache(
@@ -209,31 +220,28 @@ def test_adversarial_prompts_do_not_stall_other_tenants_or_swell_the_cache(
         lookup = cache_service_pb2.LookupRequest(scope=small)
         # One round of everything first, so lazy imports and dictionaries are loaded.
         failures = failures_of(run_attackers(address, 1, 0.0))
-        quiet_ms = victim_latencies_ms(stub, lookup, QUIET_S)
+        quiet_before, _ = victim_lookups(stub, health, lookup, for_seconds(QUIET_S))
         rss_before = process.memory_info().rss
         attackers = run_attackers(address, ATTACKERS, ATTACK_S)
-        latencies_ms, health_ms = [], []
-        while any(attacker.poll() is None for attacker in attackers):
-            started = time.perf_counter()
-            found = stub.Lookup(lookup, timeout=5)
-            latencies_ms.append((time.perf_counter() - started) * 1000)
-            assert found.status == caching_pb2.CACHE_STATUS_EXACT
-            started = time.perf_counter()
-            health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            health_ms.append((time.perf_counter() - started) * 1000)
-            time.sleep(0.005)
+        attacked, health_ms = victim_lookups(
+            stub, health, lookup, lambda: any(a.poll() is None for a in attackers)
+        )
         failures += failures_of(attackers)
         rss_growth_mb = (process.memory_info().rss - rss_before) / 2**20
+        quiet_after, _ = victim_lookups(stub, health, lookup, for_seconds(QUIET_S))
 
+    # Other work on this machine (it is shared) moves every latency; the quiet windows
+    # around the attack measure that, and the attack must add less than the bound to it.
+    quiet_p99 = max(percentile(quiet_before, 0.99), percentile(quiet_after, 0.99))
+    attacked_p99 = percentile(attacked, 0.99)
     print(
-        f"victim alone: p99 {percentile(quiet_ms, 0.99):.1f} ms; "
-        f"victim lookups {len(latencies_ms)}: p50 {percentile(latencies_ms, 0.5):.1f} ms, "
-        f"p99 {percentile(latencies_ms, 0.99):.1f} ms; health p99 "
-        f"{percentile(health_ms, 0.99):.1f} ms; cache RSS growth {rss_growth_mb:.1f} MB"
+        f"victim lookups: quiet p99 {quiet_p99:.1f} ms; under attack ({len(attacked)}) p50 "
+        f"{percentile(attacked, 0.5):.1f} ms, p99 {attacked_p99:.1f} ms, max "
+        f"{max(attacked):.1f} ms; health p99 {percentile(health_ms, 0.99):.1f} ms; cache RSS "
+        f"growth {rss_growth_mb:.1f} MB"
     )
     assert not failures, failures[:5]
-    assert len(latencies_ms) > 100
-    bound_ms = max(VICTIM_P99_MS, BUSY_MACHINE_MULTIPLE * percentile(quiet_ms, 0.99))
-    assert percentile(latencies_ms, 0.99) < bound_ms
-    assert percentile(health_ms, 0.99) < bound_ms
+    assert len(attacked) > 100
+    assert attacked_p99 < quiet_p99 + VICTIM_P99_MS
+    assert percentile(health_ms, 0.99) < quiet_p99 + VICTIM_P99_MS
     assert rss_growth_mb < MAX_RSS_GROWTH_MB

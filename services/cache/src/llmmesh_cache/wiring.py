@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from llmmesh.policy import PolicyError
+from llmmesh.runtime.channels import open_channel
 from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh.runtime.tls import redis_tls_options
 from llmmesh.runtime.wiring import Wiring
@@ -114,7 +115,12 @@ class _JudgeFactory:
         if policy.judge is None or policy.judge_target is None:
             return None
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._settings.provider_address)
+            # The cache's mesh credentials, as for Embed; the provider must admit the cache
+            # to Generate (LLMMESH_PROVIDER_ALLOWED_PEERS), or every verdict is a miss.
+            self._channel = open_channel(
+                self._settings.provider_address,
+                credentials=MeshCredentials.from_settings(self._settings),
+            )
         instance, model = policy.judge_target
         return PairJudge(
             self._channel,
