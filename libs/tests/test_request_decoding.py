@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from llmmesh.router.v1 import router_service_pb2
 from llmmesh.runtime.errors import error_details
-from llmmesh.runtime.request_decoding import PerKeyThrottle, RequestDecoder, peer_host
+from llmmesh.runtime.log_throttle import LogThrottle
+from llmmesh.runtime.request_decoding import RequestDecoder, peer_host
 from llmmesh.testing.intercepted import intercepted_server
 
 Request = router_service_pb2.StreamCompleteRequest
@@ -52,7 +53,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 
 @pytest.fixture
 def fresh_log_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(RequestDecoder, "_log_throttle", PerKeyThrottle())
+    monkeypatch.setattr(RequestDecoder, "_log_throttle", LogThrottle())
 
 
 async def _refusal(call: object) -> grpc.aio.AioRpcError:
@@ -118,25 +119,6 @@ async def test_malformed_requests_are_logged_once_per_peer_per_minute(
     assert line["peer"] == "127.0.0.1"
     assert line["method"] == "/t.T/Unary"
     assert not any("exc_info" in entry or "exception" in entry for entry in logs)
-
-
-def test_throttle_lets_one_event_per_key_through_per_interval() -> None:
-    now = [0.0]
-    throttle = PerKeyThrottle(interval_s=60, clock=lambda: now[0])
-    assert throttle.allow("a")
-    assert not throttle.allow("a")
-    assert throttle.allow("b")
-    now[0] = 59.9
-    assert not throttle.allow("a")
-    now[0] = 60.0
-    assert throttle.allow("a")
-
-
-def test_throttle_remembers_a_bounded_number_of_keys() -> None:
-    throttle = PerKeyThrottle(interval_s=60, max_keys=2, clock=lambda: 0.0)
-    assert [throttle.allow(key) for key in ("a", "b", "c")] == [True, True, True]
-    assert throttle.allow("a")  # forgotten, as the oldest, when "c" came
-    assert not throttle.allow("c")
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,6 @@ most once per minute per peer host.
 
 from __future__ import annotations
 
-import collections
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,6 +21,7 @@ from opentelemetry import metrics
 
 from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import RpcFailure
+from llmmesh.runtime.log_throttle import DEFAULT_INTERVAL_S, LogThrottle
 
 log = structlog.get_logger(__name__)
 meter = metrics.get_meter("llmmesh.runtime.grpc")
@@ -33,38 +32,8 @@ malformed_requests = meter.create_counter(
     unit="{request}",
     description="Requests whose bytes are not a valid message of the method's request type",
 )
-LOG_INTERVAL_S = 60.0
-# Peers remembered by the log throttle; past this the longest-quiet ones are forgotten, so
-# a caller rotating addresses costs memory in proportion to this bound, not to its traffic.
-MAX_THROTTLED_PEERS = 4096
 
 Deserializer = Callable[[bytes], Any]
-
-
-class PerKeyThrottle:
-    """Lets through one event per key per interval, for at most `max_keys` keys."""
-
-    def __init__(
-        self,
-        interval_s: float = LOG_INTERVAL_S,
-        max_keys: int = MAX_THROTTLED_PEERS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._interval_s = interval_s
-        self._max_keys = max_keys
-        self._clock = clock
-        self._last_allowed: collections.OrderedDict[str, float] = collections.OrderedDict()
-
-    def allow(self, key: str) -> bool:
-        now = self._clock()
-        last = self._last_allowed.get(key)
-        if last is not None and now - last < self._interval_s:
-            return False
-        self._last_allowed[key] = now
-        self._last_allowed.move_to_end(key)
-        while len(self._last_allowed) > self._max_keys:
-            self._last_allowed.popitem(last=False)
-        return True
 
 
 def peer_host(peer: str) -> str:
@@ -79,7 +48,7 @@ def peer_host(peer: str) -> str:
 class RequestDecoder:
     """Decodes one method's requests; see the module docstring."""
 
-    _log_throttle = PerKeyThrottle()  # shared by every method: the limit is per peer
+    _log_throttle = LogThrottle()  # shared by every method: the limit is per peer
 
     def __init__(
         self, deserializer: Deserializer | None, method: str, attributes: dict[str, str]
@@ -98,14 +67,16 @@ class RequestDecoder:
         except Exception:  # noqa: BLE001 - whatever the decoder raises, the bytes were bad
             malformed_requests.add(1, self._attributes)
             host = peer_host(peer)
-            if self._log_throttle.allow(host):
+            held_back = self._log_throttle.admit(host)
+            if held_back is not None:
                 log.warning(
                     "malformed_request",
                     method=self._method,
                     peer=host,
                     request_bytes=len(raw),
+                    held_back=held_back,
                     note=f"further ones from this peer are counted in {MALFORMED_REQUESTS_METRIC}"
-                    f" and not logged for {LOG_INTERVAL_S:.0f} s",
+                    f" and not logged for {DEFAULT_INTERVAL_S:.0f} s",
                 )
             # A new failure each time: a raised instance keeps the frames it passed through.
             raise RpcFailure(
