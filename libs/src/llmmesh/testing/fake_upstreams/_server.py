@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
+from llmmesh.schema_examples import example_for
 from llmmesh.testing.fake_upstreams._replies import (
     DEFAULT_ANSWER_CHUNKS,
     Reply,
@@ -25,6 +26,10 @@ from llmmesh.testing.fake_upstreams._replies import (
 
 # Hung handlers are cancelled at shutdown instead of being waited for.
 SHUTDOWN_TIMEOUT_S = 0.5
+# What the fakes bill for one image in the prompt (OpenAI's low-detail price).
+IMAGE_INPUT_TOKENS = 85
+# A JSON answer to a structured-output request goes out in pieces of this many characters.
+JSON_ANSWER_PIECE_CHARS = 10
 
 
 @dataclasses.dataclass
@@ -65,18 +70,37 @@ class StreamFrames:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlannedCall:
+    """A tool call to stream: its arguments' JSON text in the pieces it goes out in."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+    pieces: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class AnswerPlan:
-    """The answer chunks to send for one request and why the answer ends."""
+    """What to send for one request, in order (reasoning, text, tool calls), and why the
+    answer ends."""
 
     chunks: tuple[str, ...]
     truncated_by_max_tokens: bool
     input_tokens: int
     cached_input_tokens: int
     model: str
+    reasoning: tuple[str, ...] = ()
+    tool_calls: tuple[PlannedCall, ...] = ()
+    cache_write_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    stop_sequence: str | None = None
 
     @property
     def output_tokens(self) -> int:
-        return len(self.chunks)
+        # One token per piece sent, reasoning included (the providers bill it as output).
+        pieces = len(self.chunks) + sum(len(call.pieces) for call in self.tool_calls)
+        return pieces + max(self.reasoning_tokens, len(self.reasoning))
 
 
 # Produces the normal (unfaulted) response to a recorded request.
@@ -285,17 +309,54 @@ class FakeUpstream(abc.ABC):
         requested_model: str,
         prompt_texts: Iterable[str],
         max_tokens: int | None,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        images: int = 0,
+        call_id_prefix: str = "call_",
     ) -> AnswerPlan:
-        chunks = reply.chunks if reply.chunks is not None else self.answer_chunks
+        """The answer for one request; `schema` is the JSON Schema the request asked the answer
+        to match, if any, and `images` how many images its prompt holds."""
+        if reply.chunks is not None:
+            chunks: Sequence[str] = reply.chunks
+        elif reply.tool_calls:
+            chunks = ()
+        elif schema is not None:
+            text = json.dumps(example_for(schema))
+            chunks = [
+                text[i : i + JSON_ANSWER_PIECE_CHARS]
+                for i in range(0, len(text), JSON_ANSWER_PIECE_CHARS)
+            ]
+        else:
+            chunks = self.answer_chunks
         truncated = max_tokens is not None and 0 < max_tokens < len(chunks)
         if truncated and max_tokens is not None:
             chunks = chunks[:max_tokens]
+        size = max(reply.argument_piece_chars, 1)
+        calls = tuple(
+            PlannedCall(
+                index=index,
+                id=call.id or request_id(call_id_prefix),
+                name=call.name,
+                arguments=call.arguments_json,
+                pieces=tuple(
+                    call.arguments_json[i : i + size]
+                    for i in range(0, len(call.arguments_json), size)
+                ),
+            )
+            for index, call in enumerate(reply.tool_calls)
+        )
         return AnswerPlan(
             chunks=tuple(chunks),
             truncated_by_max_tokens=truncated,
-            input_tokens=sum(len(text.split()) for text in prompt_texts),
+            input_tokens=sum(len(text.split()) for text in prompt_texts)
+            + images * IMAGE_INPUT_TOKENS,
             cached_input_tokens=reply.cached_input_tokens,
             model=reply.response_model or requested_model,
+            reasoning=reply.reasoning,
+            tool_calls=calls,
+            cache_write_input_tokens=reply.cache_write_input_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
+            stop_sequence=reply.stop_sequence,
         )
 
     def _embedding(self, text: str) -> list[float]:

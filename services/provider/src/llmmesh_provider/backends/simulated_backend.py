@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Sequence
 import grpc
 
 from llmmesh.runtime.errors import RpcFailure
+from llmmesh.schema_examples import example_for
 from llmmesh_provider.backend import (
     ChatEvent,
     ChatRequest,
@@ -36,7 +37,6 @@ from llmmesh_provider.backend import (
     ToolCallChunk,
     Usage,
 )
-from llmmesh_provider.backends.schema_examples import example_for
 from llmmesh_provider.config import SimulatedInstance
 from llmmesh_provider.features import supporting
 from llmmesh_provider.upstream_errors import UpstreamTarget, stream_cut

@@ -1,4 +1,5 @@
-"""A value that matches a JSON Schema, built from the schema alone (for the simulated backend).
+"""A value that matches a JSON Schema, built from the schema alone (the simulated backend answers
+with it, and the fake upstreams answer a structured-output request with it).
 
 It covers what tool and answer schemas use: types, enum and const, object properties,
 arrays with length bounds, string length and common formats, number bounds and multiples,
@@ -13,8 +14,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-# Recursive schemas (a tree node whose children are nodes) stop growing here.
-MAX_DEPTH = 12
+# Past this depth only what a schema requires is built (no optional property, no array item
+# beyond minItems), so a recursive schema (a tree node whose children are nodes) ends.
+MINIMAL_DEPTH = 6
+# A schema that requires its own recursion without end gets null here.
+MAX_DEPTH = 24
 
 _FORMATS = {
     "date-time": "2026-01-01T00:00:00Z",
@@ -106,9 +110,13 @@ class _Builder:
         items: list[Any] = []
         if isinstance(prefix, list):
             items = [self.value(item, name, depth + 1) for item in prefix]
-        low = schema.get("minItems", 1)
-        high = schema.get("maxItems", max(low, 1) if isinstance(low, int) else 1)
-        count = max(min(max(low, 1), high), len(items)) if isinstance(high, int) else 1
+        low = schema.get("minItems", 0)
+        low = low if isinstance(low, int) else 0
+        high = schema.get("maxItems")
+        wanted = low if depth >= MINIMAL_DEPTH else max(low, 1)
+        if isinstance(high, int):
+            wanted = min(wanted, high)
+        count = max(wanted, len(items))
         item_schema = schema.get("items")
         while len(items) < count:
             items.append(self.value(item_schema, name, depth + 1))
