@@ -184,7 +184,7 @@ class FakeOllama(FakeUpstream):
             200,
             {
                 "model": reply.response_model or body.get("model", ""),
-                "embeddings": [self._embedding(text) for text in texts],
+                "embeddings": [self._embedding(text, body.get("dimensions")) for text in texts],
                 "total_duration": 14_143_917,
                 "load_duration": 1_019_500,
                 "prompt_eval_count": sum(len(text.split()) for text in texts),

@@ -330,7 +330,7 @@ class FakeOpenAI(FakeUpstream):
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(texts):
-            vector = self._embedding(text)
+            vector = self._embedding(text, body.get("dimensions"))
             encoded: Any = (
                 base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
                 if as_base64

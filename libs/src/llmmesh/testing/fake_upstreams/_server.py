@@ -359,16 +359,18 @@ class FakeUpstream(abc.ABC):
             stop_sequence=reply.stop_sequence,
         )
 
-    def _embedding(self, text: str) -> list[float]:
-        """A deterministic unit vector for the text."""
+    def _embedding(self, text: str, dimensions: int | None = None) -> list[float]:
+        """A deterministic unit vector for the text, of the requested length or the fake's."""
+        length = dimensions if isinstance(dimensions, int) and dimensions > 0 else None
+        length = length or self.embedding_dimensions
         seed = hashlib.sha256(text.encode()).digest()
         raw: list[float] = []
         counter = 0
-        while len(raw) < self.embedding_dimensions:
+        while len(raw) < length:
             block = hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
             raw.extend(v / 2**31 for v in struct.unpack(">8i", block))
             counter += 1
-        vector = raw[: self.embedding_dimensions]
+        vector = raw[:length]
         norm = math.sqrt(sum(v * v for v in vector)) or 1.0
         return [v / norm for v in vector]
 
