@@ -3,7 +3,9 @@ by its field path."""
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
 import pytest
 
@@ -143,7 +145,7 @@ def _tool(name: str = "lookup", schema: str = '{"type": "object"}') -> chat_pb2.
         (
             [_tool(schema='{"type": "objekt"}')],
             "parameters.tools[0].parameters_json_schema",
-            "not a valid JSON Schema at type",
+            "not a valid JSON Schema: schema.type",
         ),
         (
             [_tool(schema='{"type": "string"}')],
@@ -197,3 +199,24 @@ def test_attribution_is_bounded() -> None:
         "attribution.user",
         "attribution.tags",
     ]
+
+
+def _wide_schema(properties: int) -> str:
+    shape = {
+        "type": "object",
+        "properties": {"a": {"anyOf": [{"type": "integer"}, {"type": "null"}]}},
+    }
+    return json.dumps({"type": "object", "properties": {f"p{i}": shape for i in range(properties)}})
+
+
+def test_schemas_at_the_size_bound_are_checked_quickly_and_past_it_refused_unread() -> None:
+    schema = _wide_schema(600)  # about 60 KiB
+    tools = [_tool(name=f"tool{i}", schema=schema) for i in range(4)]
+    started = time.monotonic()
+    assert sampling_violations(chat_pb2.GenerationParameters(tools=tools)) == []
+    # Generous for a loaded machine; the bound exists so no request holds the loop for long.
+    assert time.monotonic() - started < 2.0
+
+    tools.append(_tool(name="tool4", schema=schema))
+    [violation] = sampling_violations(chat_pb2.GenerationParameters(tools=tools))
+    assert violation.field == "parameters.tools"

@@ -8,10 +8,12 @@ in the size of the request, which the gRPC message limit bounds.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmmesh.common.v1 import chat_pb2
@@ -30,8 +32,10 @@ DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_IMAGE_URL_CHARS = 8192
 # OpenAI's limit on tools per request.
 MAX_TOOLS = 128
-# Bounds on what one schema or one call may hold; a real tool schema is a few KiB.
+# Bounds on what one schema, all of a request's schemas, and one call may hold; a real tool
+# schema is a few KiB. Checking 256 KiB of schemas costs about 75 ms of CPU.
 MAX_SCHEMA_CHARS = 64 * 1024
+MAX_TOTAL_SCHEMA_CHARS = 256 * 1024
 MAX_TOOL_CALL_ID_CHARS = 256
 # OpenAI's limit on its `safety_identifier`, where `attribution.user` goes.
 MAX_USER_CHARS = 128
@@ -185,6 +189,15 @@ def _tool_violations(parameters: chat_pb2.GenerationParameters, field: str) -> l
     violations = []
     if len(parameters.tools) > MAX_TOOLS:
         violations.append(FieldViolation(f"{field}.tools", f"at most {MAX_TOOLS} tools"))
+        return violations
+    total = sum(len(tool.parameters_json_schema) for tool in parameters.tools)
+    if total + len(parameters.response_format.json_schema) > MAX_TOTAL_SCHEMA_CHARS:
+        violations.append(
+            FieldViolation(
+                f"{field}.tools", f"schemas longer than {MAX_TOTAL_SCHEMA_CHARS} characters in all"
+            )
+        )
+        return violations
     names: set[str] = set()
     for index, tool in enumerate(parameters.tools):
         path = f"{field}.tools[{index}]"
@@ -255,26 +268,37 @@ def attribution_violations(
 
 def parse_json_schema(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The schema document, or what is wrong with it: not JSON, not an object, or not a
-    valid JSON Schema (checked against its metaschema)."""
+    JSON Schema (checked against the draft-07 metaschema, which later drafts' schemas also
+    pass: what they added are keywords draft 07 leaves free)."""
     if len(text) > MAX_SCHEMA_CHARS:
         return None, f"longer than {MAX_SCHEMA_CHARS} characters"
     schema = _json_or_none(text)
     if not isinstance(schema, dict):
         return None, "must be a JSON object"
-    if not isinstance(schema.get("$schema", ""), str):
-        return None, "not a valid JSON Schema: $schema must be a string"
-    # Imported with the first schema: jsonschema costs about 10 MiB and 0.1 s to load.
-    from jsonschema.exceptions import SchemaError
-    from jsonschema.validators import validator_for
+    from fastjsonschema import JsonSchemaValueException
 
     try:
-        validator_for(schema).check_schema(schema)
-    except SchemaError as error:
-        where = "/".join(str(part) for part in error.absolute_path) or "the root"
-        return None, f"not a valid JSON Schema at {where}: {error.message[:200]}"
+        _metaschema_check()(schema)
+    except JsonSchemaValueException as error:
+        # fastjsonschema calls the value it checks "data": here that is the schema.
+        return None, f"not a valid JSON Schema: {error.message.replace('data', 'schema', 1)[:200]}"
     except RecursionError:
         return None, "nested too deeply"
     return schema, None
+
+
+@functools.cache
+def _metaschema_check() -> Callable[[Any], Any]:
+    """The draft-07 metaschema compiled to a Python function, once per process.
+
+    fastjsonschema validates a 56 KiB schema in 16 ms where jsonschema takes 120 ms (draft 07)
+    to 550 ms (2020-12), which one request with many tools would spend on the event loop.
+    The metaschema ships with the package: nothing is fetched.
+    """
+    import fastjsonschema
+
+    document = importlib.resources.files("llmmesh").joinpath("json_schema_draft07.json")
+    return fastjsonschema.compile(json.loads(document.read_text()))
 
 
 def _json_or_none(text: str) -> Any:

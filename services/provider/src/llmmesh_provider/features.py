@@ -72,6 +72,10 @@ def _choice_is(mode: str) -> Callable[[ChatRequest], list[str]]:
     return used_at
 
 
+def _format_is(kind: str, path: str) -> Callable[[ChatRequest], list[str]]:
+    return lambda request: [path] if request.sampling.response_format.kind == kind else []
+
+
 FEATURES: tuple[Feature, ...] = (
     Feature(
         "temperature",
@@ -136,21 +140,13 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "json_object",
         "response_format json_object",
-        lambda r: (
-            ["parameters.response_format.type"]
-            if r.sampling.response_format.kind == "json_object"
-            else []
-        ),
+        _format_is("json_object", "parameters.response_format.type"),
         capability="json",
     ),
     Feature(
         "json_schema",
         "response_format json_schema",
-        lambda r: (
-            ["parameters.response_format.json_schema"]
-            if r.sampling.response_format.kind == "json_schema"
-            else []
-        ),
+        _format_is("json_schema", "parameters.response_format.json_schema"),
         capability="json_schema",
     ),
     Feature(
