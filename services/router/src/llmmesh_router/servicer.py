@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import TypeAlias
 
+import grpc
 import grpc.aio
 
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
+from llmmesh.runtime.errors import RpcFailure
 from llmmesh_router.auth import ApiKeyAuthenticator
 from llmmesh_router.completion import CompletionPipeline
 from llmmesh_router.policy import RouterPolicy
@@ -70,4 +72,15 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
                 )
                 for m in self._policy.models
             ]
+        )
+
+    async def Embed(
+        self, request: router_service_pb2.EmbedRequest, context: Context
+    ) -> router_service_pb2.EmbedResponse:
+        # The contract is in place; routing embeddings (limits, cache, costs) is not yet.
+        self._authenticator.authenticate(context.invocation_metadata() or ())
+        raise RpcFailure(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "this router does not serve Embed yet",
+            reason="NOT_IMPLEMENTED",
         )
