@@ -5,9 +5,9 @@ on the same model with backoff (never past the deadline, never past an opened ci
 then the chain moves on; an upstream timeout moves on at once; a context-length error
 moves to a model with a larger window. A failure of the mesh's own provider process is
 retried at once on another replica and never counts against the upstream's circuit.
-After the first token there is no going back: the stream ends with STREAM_INTERRUPTED
-saying how much was delivered, so an answer is never silently truncated or spliced from
-two models.
+After the first piece of any kind (text, tool call or reasoning) there is no going back:
+the stream ends with STREAM_INTERRUPTED saying how much of each was delivered, so an answer
+is never silently truncated or spliced from two models.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from llmmesh_router.breaker import BreakerRegistry, CircuitBreaker, ProbeClaims
 from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import peer_failure
 from llmmesh_router.policy import CatalogModel, RouterPolicy
+from llmmesh_router.progress import Piece, StreamProgress
 from llmmesh_router.routing import larger_window_models
-from llmmesh_router.tokens import estimate_text_tokens
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,14 @@ CALLER_DEADLINE_SLACK_S = 0.2
 
 @dataclasses.dataclass(frozen=True)
 class Delta:
-    text: str
+    """A piece of the answer as it arrived: text, a tool-call fragment or reasoning."""
+
+    piece: Piece
+
+    @property
+    def text(self) -> str:
+        """The answer text it carries ("" for a tool-call or reasoning piece)."""
+        return self.piece.text if isinstance(self.piece, chat_pb2.TextDelta) else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +149,7 @@ class ChainRunner:
                     skipped.append(model.name)
                     break
                 attempt_log.attempts += 1
-                delivered: list[str] = []
+                delivered = StreamProgress()
                 try:
                     async for event in self._attempt(
                         model, messages, parameters, deadline, delivered
@@ -160,7 +167,7 @@ class ChainRunner:
                     else:
                         # No verdict on the upstream: a later call may probe it.
                         breaker.release_probe()
-                    if delivered:
+                    if delivered.deltas:
                         raise interrupted_failure(failure, delivered) from failure
                     attempt_log.failed(model, failure)
                     if failure.reason == CONTEXT_LENGTH_EXCEEDED:
@@ -263,7 +270,7 @@ class ChainRunner:
         messages: list[chat_pb2.ChatMessage],
         parameters: chat_pb2.GenerationParameters,
         deadline: Deadline,
-        delivered: list[str],
+        delivered: StreamProgress,
     ) -> AsyncIterator[GenerationEvent]:
         started = time.monotonic()
         with observability.tracer.start_as_current_span(
@@ -286,16 +293,20 @@ class ChainRunner:
             summary = None
             try:
                 async for event in call:
-                    if event.HasField("delta"):
-                        if not delivered:
-                            span.set_attribute(
-                                semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                                time.monotonic() - started,
-                            )
-                        delivered.append(event.delta.text)
-                        yield Delta(event.delta.text)
-                    else:
+                    kind = event.WhichOneof("event")
+                    if kind == "summary":
                         summary = event.summary
+                        continue
+                    if kind is None:
+                        continue  # an event kind newer than this router: nothing to relay
+                    piece: Piece = getattr(event, kind)
+                    if not delivered.deltas:
+                        span.set_attribute(
+                            semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                            time.monotonic() - started,
+                        )
+                    delivered.count(piece)
+                    yield Delta(piece)
             except grpc.aio.AioRpcError as error:
                 failure = peer_failure("provider", error)
                 span.set_status(Status(StatusCode.ERROR, failure.reason))
@@ -365,20 +376,13 @@ def classify_failure(failure: RpcFailure, deadline: Deadline) -> FailureKind:
     return FailureKind.COUNTED
 
 
-def interrupted_failure(cause: RpcFailure, chunks: list[str]) -> RpcFailure:
-    """A failure after text was delivered: says how much, so nothing passes for complete."""
-    delivered_chars = sum(map(len, chunks))
+def interrupted_failure(cause: RpcFailure, delivered: StreamProgress) -> RpcFailure:
+    """A failure after pieces were delivered: says how many of each, so nothing passes for
+    complete."""
     return RpcFailure(
         cause.code,
-        f"stream interrupted after {len(chunks)} deltas ({delivered_chars} characters): "
-        f"{cause.message}",
+        f"stream interrupted after {delivered.describe()}: {cause.message}",
         reason="STREAM_INTERRUPTED",
-        metadata={
-            **cause.metadata,
-            "upstream_reason": cause.reason,
-            "delivered_deltas": str(len(chunks)),
-            "delivered_chars": str(delivered_chars),
-            "delivered_tokens_estimate": str(estimate_text_tokens(delivered_chars)),
-        },
+        metadata={**cause.metadata, "upstream_reason": cause.reason, **delivered.metadata()},
         retry_after_s=cause.retry_after_s,
     )

@@ -26,6 +26,7 @@ from llmmesh.router.v1 import router_pb2, router_service_pb2
 from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
 from llmmesh_router import observability
+from llmmesh_router.answers import AnswerAssembly, replayed_pieces
 from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
 from llmmesh_router.breaker import BreakerRegistry, ProbeClaims
 from llmmesh_router.classifiers import Classifier
@@ -33,6 +34,7 @@ from llmmesh_router.coalescing import Coalescer, FellBehind
 from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import Peers, peer_failure
 from llmmesh_router.policy import AUTO_MODEL, RouterPolicy
+from llmmesh_router.progress import Piece, StreamProgress
 from llmmesh_router.quota import denial_failure
 from llmmesh_router.routing import PRIORITY_NAMES, RouteDecision, choose_chain
 from llmmesh_router.settings import RouterSettings
@@ -85,7 +87,8 @@ class CompletionPipeline:
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncGenerator[Event, None]:
-        """The completion's events, measured: in-flight count, time to first text, duration."""
+        """The completion's events, measured: in-flight count, time to the first piece (text,
+        tool call or reasoning), duration."""
         started = time.monotonic()
         first_text_seen = False
         outcome: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: "chat"}
@@ -94,7 +97,7 @@ class CompletionPipeline:
         self._no_streams.clear()
         try:
             async for event in self._events(request, tenant, context):
-                if not first_text_seen and event.HasField("delta"):
+                if not first_text_seen and not event.HasField("summary"):
                     first_text_seen = True
                     observability.time_to_first_chunk_s.record(time.monotonic() - started)
                 if event.HasField("summary"):
@@ -151,7 +154,7 @@ class CompletionPipeline:
             lookup.add_done_callback(lambda task: task.cancelled() or task.exception())
             raise
         settlement: Awaitable[None] | None = None
-        streamed_chars = 0
+        progress = StreamProgress()
         # A caller that joined another's flight cost nothing upstream.
         started_flight = True
         try:
@@ -183,36 +186,36 @@ class CompletionPipeline:
                 if _coalescable(request)
                 else _as_own(produce())
             )
-            chunks: list[str] = []
+            answer = AnswerAssembly()
             try:
                 async for generated, started_here in flight:
                     started_flight = started_here
                     if isinstance(generated, Delta):
-                        chunks.append(generated.text)
-                        streamed_chars += len(generated.text)
-                        yield Event(delta=chat_pb2.TextDelta(text=generated.text))
+                        progress.count(generated.piece)
+                        answer.add(generated.piece)
+                        yield _piece_event(generated.piece)
                         continue
                     yield Event(summary=self._summary(generated, request, request_id))
                     usage = generated.summary.usage
                     used = usage.input_tokens + usage.output_tokens if started_here else 0
                     settlement = self._settler.settle(reservation_id, used)
                     if started_here and request.cache.mode != caching_pb2.CACHE_MODE_BYPASS:
-                        self._in_background(self._store(scope, chunks, generated, request.cache))
+                        self._in_background(self._store(scope, answer, generated, request.cache))
             except AllModelsFailed as failure:
                 async for event in self._degraded_or_raise(failure, scope, request_id, deadline):
                     yield event
                 settlement = self._settler.settle(reservation_id, 0)
             except FellBehind as error:
                 observability.streams_stalled.add(1)
-                raise stalled_failure(len(chunks), streamed_chars) from error
+                raise stalled_failure(progress) from error
         finally:
             if settlement is None:
                 # Failed, cancelled or stalled: what reached the router was paid for
                 # upstream; a request that produced nothing is released. Done in the
                 # background so a cancelled caller is not kept waiting.
-                if streamed_chars:
+                if progress.deltas:
                     used = (
-                        prompt_tokens + estimate_text_tokens(streamed_chars)
+                        prompt_tokens + estimate_text_tokens(progress.generated_chars)
                         if started_flight
                         else 0
                     )
@@ -367,28 +370,30 @@ class CompletionPipeline:
     async def _replay(
         self, hit: cache_service_pb2.LookupResponse, request_id: str, *, degraded: bool
     ) -> AsyncIterator[Event]:
-        for chunk in hit.answer.chunks:
-            yield Event(delta=chat_pb2.TextDelta(text=chunk))
+        for piece in replayed_pieces(hit.answer):
+            yield _piece_event(piece)
         yield Event(
             summary=router_pb2.CompletionSummary(
                 model=hit.answer.model, provider=hit.answer.provider,
                 finish_reason=hit.answer.finish_reason, usage=hit.answer.usage,
                 cache_status=hit.status, attempts=0, cost_usd=0.0, request_id=request_id,
                 degraded=degraded, cache_similarity=hit.similarity,
+                stop_sequence=hit.answer.stop_sequence,
             )
         )  # fmt: skip
 
     async def _store(
         self,
         scope: cache_pb2.CacheScope,
-        chunks: list[str],
+        assembly: AnswerAssembly,
         finished: Finished,
         control: router_pb2.CacheControl,
     ) -> None:
         answer = cache_pb2.CachedAnswer(
-            chunks=chunks, finish_reason=finished.summary.finish_reason,
+            chunks=assembly.chunks, finish_reason=finished.summary.finish_reason,
             usage=finished.summary.usage, model=finished.model.name,
-            provider=finished.model.provider,
+            provider=finished.model.provider, tool_calls=assembly.tool_calls(),
+            reasoning=assembly.reasoning_part(), stop_sequence=finished.summary.stop_sequence,
         )  # fmt: skip
         try:
             await self._peers.cache.Store(
@@ -421,7 +426,8 @@ class CompletionPipeline:
             ),
             attempts=finished.attempts,
             cost_usd=finished.model.cost_usd(usage.input_tokens, usage.output_tokens),
-            request_id=request_id,
+            request_id=request_id, stop_sequence=finished.summary.stop_sequence,
+            ignored_parameters=finished.summary.ignored_parameters,
         )  # fmt: skip
 
 
@@ -453,8 +459,21 @@ def _record_summary(summary: router_pb2.CompletionSummary) -> dict[str, Attribut
     return attributes
 
 
+def _piece_event(piece: Piece) -> Event:
+    if isinstance(piece, chat_pb2.TextDelta):
+        return Event(delta=piece)
+    if isinstance(piece, chat_pb2.ToolCallDelta):
+        return Event(tool_call=piece)
+    return Event(reasoning=piece)
+
+
 def _text_bytes(event: GenerationEvent) -> int:
-    return len(event.text.encode()) if isinstance(event, Delta) else 0
+    """What a shared flight holds of an event: the bytes of its piece, whatever its kind."""
+    if not isinstance(event, Delta):
+        return 0
+    if isinstance(event.piece, chat_pb2.TextDelta):
+        return len(event.piece.text.encode())
+    return event.piece.ByteSize()
 
 
 async def _as_own(

@@ -10,6 +10,7 @@ import grpc.aio
 
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import RpcFailure
+from llmmesh_router.answers import AnswerAssembly
 from llmmesh_router.auth import ApiKeyAuthenticator
 from llmmesh_router.completion import CompletionPipeline
 from llmmesh_router.policy import RouterPolicy
@@ -47,13 +48,16 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
     ) -> router_service_pb2.CompleteResponse:
         tenant = self._authenticator.authenticate(context.invocation_metadata() or ())
         response = router_service_pb2.CompleteResponse()
-        parts = []
+        answer = AnswerAssembly()
         async for event in self._pipeline.stream(request, tenant, context):
-            if event.HasField("summary"):
+            kind = event.WhichOneof("event")
+            if kind == "summary":
                 response.summary.CopyFrom(event.summary)
-            else:
-                parts.append(event.delta.text)
-        response.text = "".join(parts)
+            elif kind is not None:
+                answer.add(getattr(event, kind))
+        response.text = answer.text
+        response.tool_calls.extend(answer.tool_calls())
+        response.reasoning = answer.reasoning
         return response
 
     async def ListModels(

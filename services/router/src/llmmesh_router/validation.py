@@ -10,6 +10,7 @@ from __future__ import annotations
 from llmmesh.router.v1 import router_pb2, router_service_pb2
 from llmmesh.runtime.errors import FieldViolation
 from llmmesh.validation import (
+    attribution_violations,
     conversation_violations,
     list_length_violations,
     sampling_violations,
@@ -20,6 +21,8 @@ CompletionRequest = router_service_pb2.CompleteRequest | router_service_pb2.Stre
 
 _KNOWN_PRIORITIES = set(router_pb2.Priority.values())
 
+
+MAX_CLIENT_REQUEST_ID_CHARS = 128
 
 # The default bound on every list of a request (messages, stop sequences, tools).
 MAX_LIST_ITEMS = 2048
@@ -39,6 +42,13 @@ def find_violations(
     violations.extend(conversation_violations(request.messages))
     violations.extend(_size_violations(request, max_prompt_bytes))
     violations.extend(sampling_violations(request.parameters))
+    violations.extend(attribution_violations(request.attribution))
+    if len(request.client_request_id) > MAX_CLIENT_REQUEST_ID_CHARS:
+        violations.append(
+            FieldViolation(
+                "client_request_id", f"longer than {MAX_CLIENT_REQUEST_ID_CHARS} characters"
+            )
+        )
     if request.priority not in _KNOWN_PRIORITIES:
         violations.append(FieldViolation("priority", "unknown priority"))
     if request.cache.HasField("similarity_threshold") and not (

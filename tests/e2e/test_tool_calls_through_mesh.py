@@ -1,0 +1,279 @@
+"""Tool calls, JSON schemas, images and reasoning through all four services as processes:
+the simulated backend's scripted tool call and the real openai SDK against its fake."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import grpc.aio
+import pytest
+import yaml
+
+from llmmesh.common.v1 import caching_pb2, chat_pb2
+from llmmesh.mesh import Mesh
+from llmmesh.policy import hash_api_key
+from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
+from llmmesh.runtime.errors import error_details
+from llmmesh.testing.background import serving_in_background
+from llmmesh.testing.fake_upstreams import (
+    FakeOpenAI,
+    ToolCallScript,
+    tool_calls,
+)
+from llmmesh.testing.mesh import AUTH_METADATA, DEV_API_KEY, local_mesh
+
+WEATHER = chat_pb2.ToolDefinition(
+    name="get_weather",
+    description="The weather in a city.",
+    parameters_json_schema=json.dumps(
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    ),
+)
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with serving_in_background(FakeOpenAI()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    directory = tmp_path_factory.mktemp("tools")
+    model = {"context_window": 32_000, "input_price_per_1k": 0.001,
+             "output_price_per_1k": 0.002, "quality": 5}  # fmt: skip
+    policy = {
+        "tenants": [{"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]}],
+        "limits": {"tiers": {"default": []}},
+        "models": [
+            {"name": "sim", "provider": "sim", "upstream_model": "sim-1", **model},
+            {"name": "oai", "provider": "openai", "upstream_model": "gpt-test", **model},
+        ],
+        "providers": {
+            "instances": [
+                {"name": "sim", "backend": "simulated"},
+                {"name": "openai", "backend": "openai", "base_url": fake.base_url,
+                 "api_key_env": "FAKE_UPSTREAM_KEY"},
+            ],
+        },
+    }  # fmt: skip
+    policy_path = directory / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(policy))
+    env = {"LLMMESH_POLICY_FILE": str(policy_path), "FAKE_UPSTREAM_KEY": "sk-test-secret"}
+    with local_mesh(pathlib.Path(directory / "services.log"), env) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_fake(fake: FakeOpenAI) -> Iterator[None]:
+    fake.reset()
+    yield
+    assert not fake.pending_replies, "scripted replies were never requested"
+
+
+@pytest.fixture
+async def router(mesh: Mesh) -> AsyncIterator[router_service_pb2_grpc.RouterServiceStub]:
+    async with grpc.aio.insecure_channel(mesh.router_address) as channel:
+        yield router_service_pb2_grpc.RouterServiceStub(channel)
+
+
+def _user(text: str | None = None, **fields: object) -> chat_pb2.ChatMessage:
+    content = text if text is not None else f"question {uuid.uuid4().hex}"
+    return chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=content, **fields)  # type: ignore[arg-type]
+
+
+def _request(
+    model: str, messages: list[chat_pb2.ChatMessage], **parameters: object
+) -> router_service_pb2.StreamCompleteRequest:
+    return router_service_pb2.StreamCompleteRequest(
+        model=model,
+        messages=messages,
+        parameters=chat_pb2.GenerationParameters(**parameters),  # type: ignore[arg-type]
+    )
+
+
+async def _events(
+    router: router_service_pb2_grpc.RouterServiceStub,
+    request: router_service_pb2.StreamCompleteRequest,
+) -> list[router_service_pb2.StreamCompleteResponse]:
+    return [e async for e in router.StreamComplete(request, metadata=AUTH_METADATA, timeout=15)]
+
+
+def _calls(events: list[router_service_pb2.StreamCompleteResponse]) -> list[chat_pb2.ToolCall]:
+    """The tool calls of a stream, put together by index as a client would."""
+    calls: dict[int, chat_pb2.ToolCall] = {}
+    for event in events:
+        if event.HasField("tool_call"):
+            piece = event.tool_call
+            call = calls.setdefault(piece.index, chat_pb2.ToolCall())
+            call.id = call.id or piece.id
+            call.name = call.name or piece.name
+            call.arguments_json += piece.arguments_fragment
+    return [calls[index] for index in sorted(calls)]
+
+
+@pytest.mark.parametrize("model", ["sim", "oai"])
+async def test_a_streamed_tool_call_arrives_whole_and_complete_returns_the_same(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
+) -> None:
+    if model == "oai":
+        fake.enqueue(tool_calls(ToolCallScript("get_weather", {"city": "Paris"}, id="call_a")))
+    request = _request(model, [_user()], tools=[WEATHER])
+    request.cache.mode = caching_pb2.CACHE_MODE_BYPASS
+    events = await _events(router, request)
+    [call] = _calls(events)
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments_json)["city"]
+    assert call.id
+    summary = events[-1].summary
+    assert summary.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+    assert summary.usage.output_tokens > 0
+    if model == "oai":
+        # The SDK's fragments reach the caller as fragments, not only the assembled call.
+        assert sum(e.HasField("tool_call") for e in events) > 1
+        fake.enqueue(tool_calls(ToolCallScript("get_weather", {"city": "Paris"}, id="call_a")))
+    whole = await router.Complete(
+        router_service_pb2.CompleteRequest(
+            model=model, messages=request.messages, parameters=request.parameters,
+            cache=request.cache,
+        ),
+        metadata=AUTH_METADATA,
+        timeout=15,
+    )  # fmt: skip
+    assert [(c.name, json.loads(c.arguments_json)) for c in whole.tool_calls] == [
+        (call.name, json.loads(call.arguments_json))
+    ]
+    assert whole.summary.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+
+
+@pytest.mark.parametrize("model", ["sim", "oai"])
+async def test_a_full_tool_round_trip_ends_in_an_answer(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
+) -> None:
+    call = chat_pb2.ToolCall(id="call_7", name="get_weather", arguments_json='{"city": "Oslo"}')
+    messages = [
+        _user(),
+        chat_pb2.ChatMessage(role=chat_pb2.ROLE_ASSISTANT, tool_calls=[call]),
+        chat_pb2.ChatMessage(role=chat_pb2.ROLE_TOOL, tool_call_id="call_7", content="-3 C"),
+    ]
+    events = await _events(router, _request(model, messages, tools=[WEATHER]))
+    assert not _calls(events)
+    assert "".join(e.delta.text for e in events if e.HasField("delta"))
+    assert events[-1].summary.finish_reason == chat_pb2.FINISH_REASON_STOP
+    if model == "oai":
+        sent = fake.requests[-1].body
+        assert sent["messages"][1]["tool_calls"][0]["id"] == "call_7"
+        assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_7", "content": "-3 C"}
+
+
+async def test_a_tool_message_answering_no_call_is_refused_by_the_router(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    messages = [_user(), chat_pb2.ChatMessage(role=chat_pb2.ROLE_TOOL, tool_call_id="nope")]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _events(router, _request("oai", messages, tools=[WEATHER]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert any("tool_call_id" in v.field for v in error_details(caught.value).field_violations)
+    assert fake.request_count == 0
+
+
+@pytest.mark.parametrize("model", ["sim", "oai"])
+async def test_a_json_schema_answer_matches_its_schema(
+    router: router_service_pb2_grpc.RouterServiceStub, model: str
+) -> None:
+    response_format = chat_pb2.ResponseFormat(
+        type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, name="city",
+        json_schema=json.dumps(CITY_SCHEMA), strict=True,
+    )  # fmt: skip
+    events = await _events(router, _request(model, [_user()], response_format=response_format))
+    answer = json.loads("".join(e.delta.text for e in events if e.HasField("delta")))
+    assert set(answer) == {"city", "population"}
+    assert isinstance(answer["population"], int)
+
+
+@pytest.mark.parametrize("model", ["sim", "oai"])
+async def test_an_image_part_reaches_the_upstream(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
+) -> None:
+    image = chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=PNG, media_type="image/png"))
+    question = chat_pb2.ContentPart(text="What is in this picture?")
+    events = await _events(router, _request(model, [_user("", parts=[question, image])]))
+    assert events[-1].summary.finish_reason == chat_pb2.FINISH_REASON_STOP
+    if model == "oai":
+        parts = fake.requests[-1].body["messages"][0]["content"]
+        assert [p["type"] for p in parts] == ["text", "image_url"]
+        assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+async def test_a_tool_call_stream_cut_halfway_says_how_many_fragments_arrived(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    script = ToolCallScript("get_weather", {"city": "Reykjavik", "unit": "celsius"}, id="c1")
+    # Paced so that each piece reaches the caller before the cut, inside the arguments.
+    fake.enqueue(tool_calls(script, token_delay_s=0.02, cut_after_chunks=3))
+    request = _request("oai", [_user()], tools=[WEATHER])
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in router.StreamComplete(request, metadata=AUTH_METADATA, timeout=15):
+            received.append(event)
+    details = error_details(caught.value)
+    assert details.reason == "STREAM_INTERRUPTED"
+    assert details.metadata["upstream_reason"] == "UPSTREAM_STREAM_CUT"
+    fragments = sum(e.HasField("tool_call") for e in received)
+    assert fragments >= 1
+    assert details.metadata["delivered_tool_call_fragments"] == str(fragments)
+    # Past the first piece nothing is retried, so the answer is never spliced.
+    assert fake.request_count == 1
+
+
+async def test_a_cached_tool_call_answer_replays_as_the_same_calls(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(
+        tool_calls(
+            ToolCallScript("get_weather", {"city": "Lima"}, id="call_l"),
+            ToolCallScript("get_weather", {"city": "Quito"}, id="call_q"),
+        )
+    )
+    request = _request("oai", [_user()], tools=[WEATHER], temperature=0.0)
+    first = await _events(router, request)
+    assert first[-1].summary.cache_status == caching_pb2.CACHE_STATUS_MISS
+    for _ in range(50):  # the store runs in the background
+        again = await _events(router, request)
+        if again[-1].summary.cache_status == caching_pb2.CACHE_STATUS_EXACT:
+            break
+    assert again[-1].summary.cache_status == caching_pb2.CACHE_STATUS_EXACT
+    assert _calls(again) == _calls(first)
+    assert again[-1].summary.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+    assert fake.request_count == 1
+    # Another tool choice is another question.
+    fake.enqueue(tool_calls(ToolCallScript("get_weather", {"city": "Lima"}, id="call_m")))
+    request.parameters.tool_choice.CopyFrom(
+        chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED)
+    )
+    third = await _events(router, request)
+    assert third[-1].summary.cache_status == caching_pb2.CACHE_STATUS_MISS
+
+
+async def test_an_oversized_image_is_refused_within_the_size_budget(
+    router: router_service_pb2_grpc.RouterServiceStub,
+) -> None:
+    image = chat_pb2.ContentPart(
+        image=chat_pb2.ImagePart(data=b"\x00" * (3 * 1024 * 1024), media_type="image/png")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _events(router, _request("sim", [_user("", parts=[image])]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [violation] = error_details(caught.value).field_violations
+    assert violation.field == "messages"
