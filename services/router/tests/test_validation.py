@@ -152,3 +152,12 @@ def test_lists_at_the_bound_are_checked_element_by_element() -> None:
     request = _request(messages=[chat_pb2.ChatMessage(role=USER, content=" ")] * 10)
     violations = find_violations(request, max_prompt_bytes=1000, max_list_items=10)
     assert len(violations) == 10
+
+
+def test_attribution_and_client_request_id_are_bounded() -> None:
+    request = _request()
+    request.attribution.user = "u" * 10_000
+    request.client_request_id = "r" * 129
+    fields = _fields(request)
+    assert "attribution.user" in fields
+    assert "client_request_id" in fields
