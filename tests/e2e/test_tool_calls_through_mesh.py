@@ -22,6 +22,8 @@ from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import (
     FakeOpenAI,
     ToolCallScript,
+    UpstreamProblem,
+    http_error,
     tool_calls,
 )
 from llmmesh.testing.mesh import AUTH_METADATA, DEV_API_KEY, local_mesh
@@ -59,7 +61,16 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "models": [
             {"name": "sim", "provider": "sim", "upstream_model": "sim-1", **model},
             {"name": "oai", "provider": "openai", "upstream_model": "gpt-test", **model},
+            # Capability routing: a text-only model that falls back to a vision one, and a
+            # model that says it sees images but whose upstream refuses them.
+            {"name": "text-only", "provider": "openai", "upstream_model": "gpt-text",
+             "capabilities": ["chat"], **model},
+            {"name": "sim-vision", "provider": "sim", "upstream_model": "sim-v",
+             "capabilities": ["chat", "vision", "tools", "json_schema"], **model},
+            {"name": "claims-vision", "provider": "openai", "upstream_model": "gpt-old",
+             "capabilities": ["chat", "vision"], **model},
         ],
+        "routing": {"fallbacks": {"text-only": ["sim-vision"], "claims-vision": ["sim-vision"]}},
         "providers": {
             "instances": [
                 {"name": "sim", "backend": "simulated"},
@@ -277,3 +288,40 @@ async def test_an_oversized_image_is_refused_within_the_size_budget(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     [violation] = error_details(caught.value).field_violations
     assert violation.field == "messages"
+
+
+async def test_a_vision_request_skips_a_text_only_model_for_its_capable_fallback(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    image = chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=PNG, media_type="image/png"))
+    events = await _events(router, _request("text-only", [_user("", parts=[image])]))
+    assert events[-1].summary.model == "sim-vision"
+    assert events[-1].summary.attempts == 1
+    assert fake.request_count == 0
+
+
+async def test_no_capable_model_is_a_bad_request_naming_the_capability(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    # Neither "text-only" nor its fallback declares reasoning.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _events(
+            router,
+            _request("text-only", [_user()], reasoning_effort=chat_pb2.REASONING_EFFORT_HIGH),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(caught.value)
+    assert details.reason == "CAPABILITY_UNSUPPORTED"
+    assert [v.field for v in details.field_violations] == ["parameters.reasoning_effort"]
+    assert fake.request_count == 0
+
+
+async def test_an_upstream_capability_refusal_moves_on_to_the_next_capable_model(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(http_error(UpstreamProblem.IMAGES_UNSUPPORTED))
+    image = chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="https://x.test/cat.png"))
+    events = await _events(router, _request("claims-vision", [_user("", parts=[image])]))
+    summary = events[-1].summary
+    assert (summary.model, summary.attempts) == ("sim-vision", 2)
+    assert fake.request_count == 1

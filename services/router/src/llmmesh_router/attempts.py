@@ -32,6 +32,7 @@ from llmmesh.runtime.errors import RpcFailure
 from llmmesh_router import observability
 from llmmesh_router.backoff import BackoffPolicy
 from llmmesh_router.breaker import BreakerRegistry, CircuitBreaker, ProbeClaims
+from llmmesh_router.capabilities import required_capabilities
 from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import peer_failure
 from llmmesh_router.policy import CatalogModel, RouterPolicy
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 CONTEXT_LENGTH_EXCEEDED = "CONTEXT_LENGTH_EXCEEDED"
+CAPABILITY_UNSUPPORTED = "CAPABILITY_UNSUPPORTED"
 CREDENTIALS_REJECTED = "UPSTREAM_CREDENTIALS_REJECTED"
 UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
 # What the router's provider channel reports when no provider process answered with a
@@ -174,8 +176,17 @@ class ChainRunner:
                         # The chain's own larger models first, then the catalog's.
                         pending = [
                             m for m in pending if m.context_window > model.context_window
-                        ] or larger_window_models(policy, model, tried)
+                        ] or larger_window_models(
+                            policy, model, tried, required_capabilities(messages, parameters)
+                        )
                         _note(semconv.EVENT_FALLBACK, model, failure)
+                        break
+                    if kind is FailureKind.MODEL_INCAPABLE:
+                        # The upstream says this model lacks what the request needs:
+                        # another model of the chain may have it.
+                        _note(semconv.EVENT_FALLBACK, model, failure)
+                        if not pending:
+                            raise
                         break
                     if kind is FailureKind.CALLER or kind is FailureKind.CALLER_DEADLINE:
                         raise
@@ -350,6 +361,9 @@ def _note(name: str, model: CatalogModel, failure: RpcFailure, **extra: float) -
 class FailureKind(enum.Enum):
     """Whose failure it was, which decides whether the upstream's circuit hears of it."""
 
+    # The model lacks a capability the request needs (tools, images, a schema): not counted,
+    # the chain moves on to the next model.
+    MODEL_INCAPABLE = "model_incapable"
     # The caller's request was at fault (bad input): never retried, never counted.
     CALLER = "caller"
     # The caller's own deadline ran out: nothing is left to retry with, nothing counted.
@@ -363,6 +377,8 @@ class FailureKind(enum.Enum):
 
 
 def classify_failure(failure: RpcFailure, deadline: Deadline) -> FailureKind:
+    if failure.reason == CAPABILITY_UNSUPPORTED:
+        return FailureKind.MODEL_INCAPABLE
     if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
         return FailureKind.CALLER
     if failure.reason in PROVIDER_REPLICA_REASONS:

@@ -29,6 +29,7 @@ from llmmesh_router import observability
 from llmmesh_router.answers import AnswerAssembly, replayed_pieces
 from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
 from llmmesh_router.breaker import BreakerRegistry, ProbeClaims
+from llmmesh_router.capabilities import no_capable_model, required_capabilities
 from llmmesh_router.classifiers import Classifier
 from llmmesh_router.coalescing import Coalescer, FellBehind
 from llmmesh_router.deadline import Deadline
@@ -245,6 +246,7 @@ class CompletionPipeline:
             known = ", ".join([AUTO_MODEL, *(m.name for m in policy.models)])
             raise invalid_argument([FieldViolation("model", f"unknown model; known: {known}")])
         priority = PRIORITY_NAMES.get(request.priority, policy.routing.default_priority)
+        needs = required_capabilities(request.messages, request.parameters)
         complexity = (
             await self._classifier.classify(list(request.messages), deadline)
             if request.model == AUTO_MODEL
@@ -257,7 +259,10 @@ class CompletionPipeline:
             complexity=complexity,
             needed_tokens=needed_tokens,
             circuit_open=lambda m: self._breakers.get(m.provider, m.upstream_model).is_open(),
+            needs=needs,
         )
+        if decision.candidates and len(decision.skipped_for_capability) == len(decision.candidates):
+            raise no_capable_model(needs, decision.candidates)
         if not decision.chain and not decision.skipped_for_circuit:
             largest = max(m.context_window for m in policy.models)
             raise RpcFailure(
@@ -272,6 +277,7 @@ class CompletionPipeline:
             semconv.ROUTE_COMPLEXITY: decision.complexity.level if decision.complexity else "",
             semconv.ROUTE_CHAIN: [m.name for m in decision.chain],
             semconv.ROUTE_SKIPPED_CIRCUIT_OPEN: list(decision.skipped_for_circuit),
+            semconv.ROUTE_SKIPPED_INCAPABLE: list(decision.skipped_for_capability),
         }
         observability.annotate(route)
         log.info("route", **route)
