@@ -56,8 +56,13 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     model = {"context_window": 32_000, "input_price_per_1k": 0.001,
              "output_price_per_1k": 0.002, "quality": 5}  # fmt: skip
     policy = {
-        "tenants": [{"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]}],
-        "limits": {"tiers": {"default": []}},
+        "tenants": [
+            {"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]},
+            {"name": "metered", "tier": "metered", "api_keys_sha256": [hash_api_key("m-key")]},
+        ],
+        "limits": {"tiers": {"default": [], "metered": [
+            {"name": "tenant-tokens", "kind": "tokens", "scope": "tenant", "limit": 200,
+             "window_s": 600}]}},
         "models": [
             {"name": "sim", "provider": "sim", "upstream_model": "sim-1", **model},
             {"name": "oai", "provider": "openai", "upstream_model": "gpt-test", **model},
@@ -69,13 +74,18 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
              "capabilities": ["chat", "vision", "tools", "json_schema"], **model},
             {"name": "claims-vision", "provider": "openai", "upstream_model": "gpt-old",
              "capabilities": ["chat", "vision"], **model},
+            {"name": "sim-embed", "provider": "sim", "upstream_model": "simulated-embed",
+             "capabilities": ["embeddings"], **model},
+            {"name": "oai-embed", "provider": "openai", "upstream_model": "text-embedding-3-small",
+             "capabilities": ["embeddings"], **model},
         ],
         "routing": {"fallbacks": {"text-only": ["sim-vision"], "claims-vision": ["sim-vision"]}},
         "providers": {
             "instances": [
                 {"name": "sim", "backend": "simulated"},
                 {"name": "openai", "backend": "openai", "base_url": fake.base_url,
-                 "api_key_env": "FAKE_UPSTREAM_KEY"},
+                 "api_key_env": "FAKE_UPSTREAM_KEY",
+                 "embedding_models": ["text-embedding-3-small"]},
             ],
         },
     }  # fmt: skip
@@ -325,3 +335,47 @@ async def test_an_upstream_capability_refusal_moves_on_to_the_next_capable_model
     summary = events[-1].summary
     assert (summary.model, summary.attempts) == ("sim-vision", 2)
     assert fake.request_count == 1
+
+
+@pytest.mark.parametrize("model", ["sim-embed", "oai-embed"])
+async def test_embed_through_the_router_is_charged_costed_and_one_vector_per_text(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
+) -> None:
+    texts = ["first document", "second document", "third"]
+    response = await router.Embed(
+        router_service_pb2.EmbedRequest(model=model, inputs=texts),
+        metadata=AUTH_METADATA,
+        timeout=15,
+    )
+    assert len(response.embeddings) == len(texts)
+    assert all(len(e.values) == response.dimensions > 0 for e in response.embeddings)
+    summary = response.summary
+    assert (summary.model, summary.attempts) == (model, 1)
+    assert summary.usage.input_tokens > 0
+    assert summary.cost_usd == pytest.approx(summary.usage.input_tokens * 0.001 / 1000)
+    assert summary.request_id
+    if model == "oai-embed":
+        assert fake.requests[-1].body["input"] == texts
+
+
+async def test_embed_refuses_a_model_without_embeddings_and_charges_tokens_against_limits(
+    router: router_service_pb2_grpc.RouterServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await router.Embed(
+            router_service_pb2.EmbedRequest(model="text-only", inputs=["x"]),
+            metadata=AUTH_METADATA, timeout=15,
+        )  # fmt: skip
+    assert error_details(caught.value).reason == "CAPABILITY_UNSUPPORTED"
+    metered = (("authorization", "Bearer m-key"),)
+    await router.Embed(
+        router_service_pb2.EmbedRequest(model="sim-embed", inputs=["a short text"]),
+        metadata=metered, timeout=15,
+    )  # fmt: skip
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await router.Embed(
+            router_service_pb2.EmbedRequest(model="sim-embed", inputs=["word " * 400]),
+            metadata=metered, timeout=15,
+        )  # fmt: skip
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_details(caught.value).reason == "RATE_LIMITED"

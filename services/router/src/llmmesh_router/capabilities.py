@@ -24,6 +24,7 @@ NEED_FIELDS: dict[Capability, str] = {
     "json_schema": "parameters.response_format",
     "vision": "messages",
     "reasoning": "parameters.reasoning_effort",
+    "embeddings": "model",
 }
 # A model that takes a JSON schema can also be asked for any JSON object.
 _SATISFIED_BY: dict[Capability, frozenset[Capability]] = {

@@ -21,7 +21,6 @@ from opentelemetry.util.types import AttributeValue
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.policy import Tenant
-from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2
 from llmmesh.router.v1 import router_pb2, router_service_pb2
 from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
@@ -36,7 +35,7 @@ from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import Peers, peer_failure
 from llmmesh_router.policy import AUTO_MODEL, RouterPolicy
 from llmmesh_router.progress import Piece, StreamProgress
-from llmmesh_router.quota import denial_failure
+from llmmesh_router.quota import reserve
 from llmmesh_router.routing import PRIORITY_NAMES, RouteDecision, choose_chain
 from llmmesh_router.settings import RouterSettings
 from llmmesh_router.settlement import Settler
@@ -146,8 +145,13 @@ class CompletionPipeline:
         # a denial still wins over a hit.
         lookup = asyncio.ensure_future(self._lookup(scope, request.cache, deadline))
         try:
-            reservation_id = await self._reserve(
-                tenant, reserved_model, prompt_tokens + parameters.max_tokens, request_id, deadline
+            reservation_id = await reserve(
+                self._peers,
+                tenant,
+                reserved_model,
+                prompt_tokens + parameters.max_tokens,
+                request_id,
+                deadline,
             )
         except BaseException:
             lookup.cancel()
@@ -291,33 +295,6 @@ class CompletionPipeline:
         if effective.max_tokens == 0:
             effective.max_tokens = self._settings.default_max_tokens
         return effective
-
-    async def _reserve(
-        self, tenant: Tenant, model: str, estimate: int, request_id: str, deadline: Deadline
-    ) -> str:
-        try:
-            response = await self._peers.ratelimiter.Reserve(
-                ratelimit_service_pb2.ReserveRequest(
-                    tenant=tenant.name, model=model, estimated_tokens=estimate,
-                    request_id=request_id,
-                ),
-                timeout=deadline.remaining_s(),
-            )  # fmt: skip
-        except grpc.aio.AioRpcError as error:
-            raise peer_failure("ratelimiter", error) from error
-        allowed = response.decision == ratelimit_pb2.DECISION_ALLOW
-        observability.annotate(
-            {
-                semconv.RATELIMIT_DECISION: "allow" if allowed else "deny",
-                semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit,
-            }
-        )
-        if not allowed:
-            observability.ratelimit_denials.add(
-                1, {semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit}
-            )
-            raise denial_failure(response, tenant.name, model)
-        return str(response.reservation_id)
 
     async def _lookup(
         self,

@@ -9,10 +9,10 @@ import grpc
 import grpc.aio
 
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
-from llmmesh.runtime.errors import RpcFailure
 from llmmesh_router.answers import AnswerAssembly
 from llmmesh_router.auth import ApiKeyAuthenticator
 from llmmesh_router.completion import CompletionPipeline
+from llmmesh_router.embedding import EmbeddingPipeline
 from llmmesh_router.policy import RouterPolicy
 from llmmesh_router.stalls import write_all
 
@@ -21,9 +21,15 @@ Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
     def __init__(
-        self, policy: RouterPolicy, pipeline: CompletionPipeline, *, stall_timeout_s: float
+        self,
+        policy: RouterPolicy,
+        pipeline: CompletionPipeline,
+        embeddings: EmbeddingPipeline,
+        *,
+        stall_timeout_s: float,
     ) -> None:
         self._policy = policy
+        self._embeddings = embeddings
         self._stall_timeout_s = stall_timeout_s
         self._authenticator = ApiKeyAuthenticator(policy.tenants)
         self._pipeline = pipeline
@@ -32,6 +38,7 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
         self._policy = policy
         self._authenticator = ApiKeyAuthenticator(policy.tenants)
         self._pipeline.replace_policy(policy)
+        self._embeddings.replace_policy(policy)
 
     async def StreamComplete(  # type: ignore[override]  # writes instead of yielding
         self, request: router_service_pb2.StreamCompleteRequest, context: Context
@@ -81,10 +88,5 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
     async def Embed(
         self, request: router_service_pb2.EmbedRequest, context: Context
     ) -> router_service_pb2.EmbedResponse:
-        # The contract is in place; routing embeddings (limits, cache, costs) is not yet.
-        self._authenticator.authenticate(context.invocation_metadata() or ())
-        raise RpcFailure(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "this router does not serve Embed yet",
-            reason="NOT_IMPLEMENTED",
-        )
+        tenant = self._authenticator.authenticate(context.invocation_metadata() or ())
+        return await self._embeddings.embed(request, tenant, context)
