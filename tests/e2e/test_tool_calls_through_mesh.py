@@ -3,6 +3,7 @@ the simulated backend's scripted tool call and the real openai SDK against its f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import uuid
@@ -21,6 +22,7 @@ from llmmesh.runtime.errors import error_details
 from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import (
     FakeOpenAI,
+    Reply,
     ToolCallScript,
     UpstreamProblem,
     http_error,
@@ -59,10 +61,13 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "tenants": [
             {"name": "dev", "api_keys_sha256": [hash_api_key(DEV_API_KEY)]},
             {"name": "metered", "tier": "metered", "api_keys_sha256": [hash_api_key("m-key")]},
+            {"name": "once", "tier": "once", "api_keys_sha256": [hash_api_key("once-key")]},
         ],
         "limits": {"tiers": {"default": [], "metered": [
             {"name": "tenant-tokens", "kind": "tokens", "scope": "tenant", "limit": 200,
-             "window_s": 600}]}},
+             "window_s": 600}],
+            "once": [{"name": "one-request", "kind": "requests", "scope": "tenant", "limit": 1,
+                      "window_s": 600}]}},
         "models": [
             {"name": "sim", "provider": "sim", "upstream_model": "sim-1", **model},
             {"name": "oai", "provider": "openai", "upstream_model": "gpt-test", **model},
@@ -379,3 +384,65 @@ async def test_embed_refuses_a_model_without_embeddings_and_charges_tokens_again
         )  # fmt: skip
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error_details(caught.value).reason == "RATE_LIMITED"
+
+
+ONE_REQUEST = (("authorization", "Bearer once-key"),)
+
+
+async def test_a_retry_with_the_same_client_request_id_replays_and_is_charged_once(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(tool_calls(ToolCallScript("get_weather", {"city": "Bern"}, id="call_b")))
+    request = _request("oai", [_user()], tools=[WEATHER])
+    request.cache.mode = caching_pb2.CACHE_MODE_BYPASS
+    request.client_request_id = f"retry-{uuid.uuid4().hex}"
+
+    async def call() -> list[router_service_pb2.StreamCompleteResponse]:
+        return [e async for e in router.StreamComplete(request, metadata=ONE_REQUEST, timeout=15)]
+
+    first = await call()
+    # The tenant may make one request in ten minutes: a retry that were charged again would
+    # be refused (as a new id is, last); replays are charged nothing.
+    for _ in range(4):
+        again = await call()
+        assert again == first  # the same pieces and the same summary, request id included
+    assert fake.request_count == 1
+    assert _calls(first)[0].name == "get_weather"
+    charged_again = _request("oai", list(request.messages), tools=[WEATHER])
+    charged_again.client_request_id = f"other-{uuid.uuid4().hex}"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [e async for e in router.StreamComplete(charged_again, metadata=ONE_REQUEST, timeout=15)]
+    assert error_details(caught.value).reason == "RATE_LIMITED"
+
+    # The same id for another request is refused, naming the field.
+    request.messages[0].content = "something else"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call()
+    details = error_details(caught.value)
+    assert details.reason == "CLIENT_REQUEST_ID_REUSED"
+    assert [v.field for v in details.field_violations] == ["client_request_id"]
+
+
+async def test_concurrent_calls_with_one_client_request_id_share_one_upstream_call(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(Reply(chunks=("slow", " answer", " here"), token_delay_s=0.3))
+    request = _request("oai", [_user()])
+    request.cache.mode = caching_pb2.CACHE_MODE_BYPASS
+    request.client_request_id = f"join-{uuid.uuid4().hex}"
+    both = await asyncio.gather(_events(router, request), _events(router, request))
+    texts = ["".join(e.delta.text for e in events if e.HasField("delta")) for events in both]
+    assert texts == ["slow answer here"] * 2
+    assert fake.request_count == 1
+
+
+async def test_an_embed_retry_with_the_same_client_request_id_is_embedded_once(
+    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI
+) -> None:
+    request = router_service_pb2.EmbedRequest(
+        model="oai-embed", inputs=["one text"], client_request_id=f"e-{uuid.uuid4().hex}"
+    )
+    first = await router.Embed(request, metadata=AUTH_METADATA, timeout=15)
+    again = await router.Embed(request, metadata=AUTH_METADATA, timeout=15)
+    assert again == first
+    assert fake.request_count == 1

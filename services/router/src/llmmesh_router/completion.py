@@ -32,6 +32,7 @@ from llmmesh_router.capabilities import no_capable_model, required_capabilities
 from llmmesh_router.classifiers import Classifier
 from llmmesh_router.coalescing import Coalescer, FellBehind
 from llmmesh_router.deadline import Deadline
+from llmmesh_router.idempotency import IdempotencyStore, fingerprint
 from llmmesh_router.peers import Peers, peer_failure
 from llmmesh_router.policy import AUTO_MODEL, RouterPolicy
 from llmmesh_router.progress import Piece, StreamProgress
@@ -73,6 +74,9 @@ class CompletionPipeline:
             weigh=_text_bytes, max_buffered=STREAM_BUFFER_BYTES
         )
         self._settler = Settler(peers.ratelimiter, budget_s=settings.settle_retry_budget_s)
+        self._replies: IdempotencyStore[list[Event]] = IdempotencyStore(
+            lambda events: sum(event.ByteSize() for event in events)
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._streams = 0
         self._no_streams = asyncio.Event()
@@ -129,6 +133,32 @@ class CompletionPipeline:
         )
         if violations:
             raise invalid_argument(violations)
+        if not request.client_request_id:
+            async for event in self._answer(request, tenant, context, None):
+                yield event
+            return
+        # A retry under the same id replays the first call's answer, or joins it.
+        key = self._replies.key(tenant.name, request.client_request_id)
+        request_fingerprint = fingerprint(request)
+        kept = self._replies.kept(key, request_fingerprint)
+        if kept is not None:
+            for event in kept:
+                yield event
+            return
+        self._replies.enter_stream(key, request_fingerprint)
+        try:
+            async for event in self._answer(request, tenant, context, (key, request_fingerprint)):
+                yield event
+        finally:
+            self._replies.leave_stream(key)
+
+    async def _answer(
+        self,
+        request: CompletionRequest,
+        tenant: Tenant,
+        context: grpc.aio.ServicerContext[object, object],
+        idempotency: tuple[str, str] | None,
+    ) -> AsyncIterator[Event]:
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
         request_id = uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id, tenant=tenant.name)
@@ -186,11 +216,14 @@ class CompletionPipeline:
             def produce() -> AsyncGenerator[GenerationEvent, None]:
                 return self._runner.run(chain, list(request.messages), parameters, deadline)
 
-            flight = (
-                self._coalescer.stream(_coalescing_key(scope, request), produce)
-                if _coalescable(request)
-                else _as_own(produce())
-            )
+            if idempotency is not None:
+                # Callers with one id share one flight, whatever the cache mode.
+                flight = self._coalescer.stream(f"id:{idempotency[0]}", produce)
+            elif _coalescable(request):
+                flight = self._coalescer.stream(_coalescing_key(scope, request), produce)
+            else:
+                flight = _as_own(produce())
+            relayed: list[Event] = []
             answer = AnswerAssembly()
             try:
                 async for generated, started_here in flight:
@@ -198,9 +231,15 @@ class CompletionPipeline:
                     if isinstance(generated, Delta):
                         progress.count(generated.piece)
                         answer.add(generated.piece)
-                        yield _piece_event(generated.piece)
+                        event = _piece_event(generated.piece)
+                        if idempotency is not None:
+                            relayed.append(event)
+                        yield event
                         continue
-                    yield Event(summary=self._summary(generated, request, request_id))
+                    closing = Event(summary=self._summary(generated, request, request_id))
+                    if idempotency is not None and started_here:
+                        self._replies.keep(*idempotency, [*relayed, closing])
+                    yield closing
                     usage = generated.summary.usage
                     used = usage.input_tokens + usage.output_tokens if started_here else 0
                     settlement = self._settler.settle(reservation_id, used)

@@ -24,6 +24,7 @@ from llmmesh.validation import attribution_violations, list_length_violations, t
 from llmmesh_router import observability
 from llmmesh_router.capabilities import no_capable_model
 from llmmesh_router.deadline import Deadline
+from llmmesh_router.idempotency import IdempotencyStore, fingerprint
 from llmmesh_router.peers import Peers, peer_failure
 from llmmesh_router.policy import AUTO_MODEL, CatalogModel, RouterPolicy
 from llmmesh_router.quota import reserve
@@ -45,6 +46,9 @@ class EmbeddingPipeline:
         self._peers = peers
         self._settings = settings
         self._settler = settler
+        self._replies: IdempotencyStore[router_service_pb2.EmbedResponse] = IdempotencyStore(
+            lambda response: response.ByteSize()
+        )
 
     def replace_policy(self, policy: RouterPolicy) -> None:
         self._policy = policy
@@ -58,6 +62,22 @@ class EmbeddingPipeline:
         violations = self._violations(request)
         if violations:
             raise invalid_argument(violations)
+        if not request.client_request_id:
+            return await self._embed(request, tenant, context)
+        # A retry under the same id gets the first call's vectors, charged once.
+        response, _ = await self._replies.once(
+            self._replies.key(tenant.name, request.client_request_id),
+            fingerprint(request),
+            lambda: self._embed(request, tenant, context),
+        )
+        return response
+
+    async def _embed(
+        self,
+        request: router_service_pb2.EmbedRequest,
+        tenant: Tenant,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> router_service_pb2.EmbedResponse:
         model = self._model(request.model)
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
         request_id = uuid.uuid4().hex
