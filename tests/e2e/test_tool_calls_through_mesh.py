@@ -13,7 +13,9 @@ import grpc
 import grpc.aio
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from llmmesh import cli
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.mesh import Mesh
 from llmmesh.policy import hash_api_key
@@ -446,3 +448,26 @@ async def test_an_embed_retry_with_the_same_client_request_id_is_embedded_once(
     again = await router.Embed(request, metadata=AUTH_METADATA, timeout=15)
     assert again == first
     assert fake.request_count == 1
+
+
+def test_llmmesh_chat_takes_tools_from_a_file_and_prints_the_call(
+    mesh: Mesh, tmp_path: pathlib.Path
+) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(
+        json.dumps(
+            [{"name": "get_weather", "description": "The weather in a city.",
+              "parameters": json.loads(WEATHER.parameters_json_schema)}]
+        )
+    )  # fmt: skip
+    result = CliRunner().invoke(
+        cli.app,
+        ["chat", f"weather {uuid.uuid4().hex}", "--model", "sim", "--tools", str(tools),
+         "--router", mesh.router_address],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "-> tool call get_weather({" in result.stdout
+
+    tools.write_text('{"name": "not a list"}')
+    refused = CliRunner().invoke(cli.app, ["chat", "hi", "--tools", str(tools)])
+    assert refused.exit_code == 2
