@@ -42,13 +42,7 @@ def find_violations(
     violations.extend(conversation_violations(request.messages))
     violations.extend(_size_violations(request, max_prompt_bytes))
     violations.extend(sampling_violations(request.parameters))
-    violations.extend(attribution_violations(request.attribution))
-    if len(request.client_request_id) > MAX_CLIENT_REQUEST_ID_CHARS:
-        violations.append(
-            FieldViolation(
-                "client_request_id", f"longer than {MAX_CLIENT_REQUEST_ID_CHARS} characters"
-            )
-        )
+    violations.extend(caller_field_violations(request))
     if request.priority not in _KNOWN_PRIORITIES:
         violations.append(FieldViolation("priority", "unknown priority"))
     if request.cache.HasField("similarity_threshold") and not (
@@ -71,3 +65,17 @@ def _size_violations(request: CompletionRequest, max_prompt_bytes: int) -> list[
             f"the limit is {max_prompt_bytes}",
         )
     ]
+
+
+def caller_field_violations(
+    request: CompletionRequest | router_service_pb2.EmbedRequest,
+) -> list[FieldViolation]:
+    """The fields every router request carries for its caller: attribution and request id."""
+    violations = attribution_violations(request.attribution)
+    if len(request.client_request_id) > MAX_CLIENT_REQUEST_ID_CHARS:
+        violations.append(
+            FieldViolation(
+                "client_request_id", f"longer than {MAX_CLIENT_REQUEST_ID_CHARS} characters"
+            )
+        )
+    return violations
