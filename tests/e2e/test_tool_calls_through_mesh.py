@@ -1,5 +1,6 @@
-"""Tool calls, JSON schemas, images and reasoning through all four services as processes:
-the simulated backend's scripted tool call and the real openai SDK against its fake."""
+"""Tool calls, JSON schemas, images, embeddings and client request ids through all four
+services as processes: the simulated backend's scripted tool call, and the real openai,
+anthropic and ollama clients against their fakes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import error_details
 from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import (
+    FakeAnthropic,
+    FakeOllama,
     FakeOpenAI,
+    FakeUpstream,
     Reply,
     ToolCallScript,
     UpstreamProblem,
@@ -55,7 +59,19 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def others() -> Iterator[dict[str, FakeUpstream]]:
+    """Fakes of the other two APIs: "ant" (Anthropic) and "oll" (Ollama)."""
+    with (
+        serving_in_background(FakeAnthropic()) as anthropic,
+        serving_in_background(FakeOllama()) as ollama,
+    ):
+        yield {"ant": anthropic, "oll": ollama}
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    fake: FakeOpenAI, others: dict[str, FakeUpstream], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
     directory = tmp_path_factory.mktemp("tools")
     model = {"context_window": 32_000, "input_price_per_1k": 0.001,
              "output_price_per_1k": 0.002, "quality": 5}  # fmt: skip
@@ -73,6 +89,8 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "models": [
             {"name": "sim", "provider": "sim", "upstream_model": "sim-1", **model},
             {"name": "oai", "provider": "openai", "upstream_model": "gpt-test", **model},
+            {"name": "ant", "provider": "anthropic", "upstream_model": "claude-test", **model},
+            {"name": "oll", "provider": "ollama", "upstream_model": "llama-test", **model},
             # Capability routing: a text-only model that falls back to a vision one, and a
             # model that says it sees images but whose upstream refuses them.
             {"name": "text-only", "provider": "openai", "upstream_model": "gpt-text",
@@ -93,6 +111,9 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 {"name": "openai", "backend": "openai", "base_url": fake.base_url,
                  "api_key_env": "FAKE_UPSTREAM_KEY",
                  "embedding_models": ["text-embedding-3-small"]},
+                {"name": "anthropic", "backend": "anthropic", "base_url": others["ant"].base_url,
+                 "api_key_env": "FAKE_UPSTREAM_KEY"},
+                {"name": "ollama", "backend": "ollama", "base_url": others["oll"].base_url},
             ],
         },
     }  # fmt: skip
@@ -104,10 +125,20 @@ def mesh(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture(autouse=True)
-def fresh_fake(fake: FakeOpenAI) -> Iterator[None]:
-    fake.reset()
+def fresh_fake(fake: FakeOpenAI, others: dict[str, FakeUpstream]) -> Iterator[None]:
+    for each in (fake, *others.values()):
+        each.reset()
     yield
     assert not fake.pending_replies, "scripted replies were never requested"
+    assert not any(each.pending_replies for each in others.values())
+
+
+def _upstream(model: str, fake: FakeOpenAI, others: dict[str, FakeUpstream]) -> FakeUpstream | None:
+    """The fake behind a model, None for the simulated backend."""
+    return fake if model == "oai" else others.get(model)
+
+
+MODELS = ["sim", "oai", "ant", "oll"]
 
 
 @pytest.fixture
@@ -151,26 +182,32 @@ def _calls(events: list[router_service_pb2.StreamCompleteResponse]) -> list[chat
     return [calls[index] for index in sorted(calls)]
 
 
-@pytest.mark.parametrize("model", ["sim", "oai"])
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_streamed_tool_call_arrives_whole_and_complete_returns_the_same(
-    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
+    router: router_service_pb2_grpc.RouterServiceStub,
+    fake: FakeOpenAI,
+    others: dict[str, FakeUpstream],
+    model: str,
 ) -> None:
-    if model == "oai":
-        fake.enqueue(tool_calls(ToolCallScript("get_weather", {"city": "Paris"}, id="call_a")))
+    upstream = _upstream(model, fake, others)
+    script = tool_calls(ToolCallScript("get_weather", {"city": "Paris"}))
+    if upstream is not None:
+        upstream.enqueue(script)
     request = _request(model, [_user()], tools=[WEATHER])
     request.cache.mode = caching_pb2.CACHE_MODE_BYPASS
     events = await _events(router, request)
     [call] = _calls(events)
     assert call.name == "get_weather"
     assert json.loads(call.arguments_json)["city"]
-    assert call.id
+    assert call.id or model == "oll"  # Ollama gives its calls no ids
     summary = events[-1].summary
     assert summary.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
     assert summary.usage.output_tokens > 0
-    if model == "oai":
-        # The SDK's fragments reach the caller as fragments, not only the assembled call.
+    if model in ("oai", "ant"):
+        # The API's fragments reach the caller as fragments, not only the assembled call.
         assert sum(e.HasField("tool_call") for e in events) > 1
-        fake.enqueue(tool_calls(ToolCallScript("get_weather", {"city": "Paris"}, id="call_a")))
+    if upstream is not None:
+        upstream.enqueue(script)
     whole = await router.Complete(
         router_service_pb2.CompleteRequest(
             model=model, messages=request.messages, parameters=request.parameters,
@@ -185,7 +222,7 @@ async def test_a_streamed_tool_call_arrives_whole_and_complete_returns_the_same(
     assert whole.summary.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
 
 
-@pytest.mark.parametrize("model", ["sim", "oai"])
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_full_tool_round_trip_ends_in_an_answer(
     router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
 ) -> None:
@@ -216,7 +253,7 @@ async def test_a_tool_message_answering_no_call_is_refused_by_the_router(
     assert fake.request_count == 0
 
 
-@pytest.mark.parametrize("model", ["sim", "oai"])
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_json_schema_answer_matches_its_schema(
     router: router_service_pb2_grpc.RouterServiceStub, model: str
 ) -> None:
@@ -230,9 +267,12 @@ async def test_a_json_schema_answer_matches_its_schema(
     assert isinstance(answer["population"], int)
 
 
-@pytest.mark.parametrize("model", ["sim", "oai"])
+@pytest.mark.parametrize("model", MODELS)
 async def test_an_image_part_reaches_the_upstream(
-    router: router_service_pb2_grpc.RouterServiceStub, fake: FakeOpenAI, model: str
+    router: router_service_pb2_grpc.RouterServiceStub,
+    fake: FakeOpenAI,
+    others: dict[str, FakeUpstream],
+    model: str,
 ) -> None:
     image = chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=PNG, media_type="image/png"))
     question = chat_pb2.ContentPart(text="What is in this picture?")
@@ -242,6 +282,11 @@ async def test_an_image_part_reaches_the_upstream(
         parts = fake.requests[-1].body["messages"][0]["content"]
         assert [p["type"] for p in parts] == ["text", "image_url"]
         assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    elif model == "ant":
+        blocks = others["ant"].requests[-1].body["messages"][0]["content"]
+        assert [b["type"] for b in blocks] == ["text", "image"]
+    elif model == "oll":
+        assert others["oll"].requests[-1].body["messages"][0]["images"]
 
 
 async def test_a_tool_call_stream_cut_halfway_says_how_many_fragments_arrived(
@@ -471,3 +516,33 @@ def test_llmmesh_chat_takes_tools_from_a_file_and_prints_the_call(
     tools.write_text('{"name": "not a list"}')
     refused = CliRunner().invoke(cli.app, ["chat", "hi", "--tools", str(tools)])
     assert refused.exit_code == 2
+
+
+@pytest.mark.parametrize("model", ["oai", "ant", "oll"])
+async def test_parallel_tool_calls_and_usage_details_reach_the_caller(
+    router: router_service_pb2_grpc.RouterServiceStub,
+    fake: FakeOpenAI,
+    others: dict[str, FakeUpstream],
+    model: str,
+) -> None:
+    upstream = _upstream(model, fake, others)
+    assert upstream is not None
+    upstream.enqueue(
+        tool_calls(
+            ToolCallScript("get_weather", {"city": "Lima"}),
+            ToolCallScript("get_weather", {"city": "Quito"}),
+            cached_input_tokens=4,
+            cache_write_input_tokens=2,
+        )
+    )
+    request = _request(model, [_user()], tools=[WEATHER])
+    request.cache.mode = caching_pb2.CACHE_MODE_BYPASS
+    events = await _events(router, request)
+    assert [json.loads(c.arguments_json)["city"] for c in _calls(events)] == ["Lima", "Quito"]
+    usage = events[-1].summary.usage
+    assert usage.input_tokens > 0
+    assert usage.output_tokens > 0
+    if model == "oai":
+        assert usage.cached_input_tokens == 4
+    if model == "ant":
+        assert (usage.cached_input_tokens, usage.cache_write_input_tokens) == (4, 2)
