@@ -20,7 +20,7 @@ from llmmesh.provider.v1 import provider_service_pb2
 from llmmesh.router.v1 import router_pb2, router_service_pb2
 from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
-from llmmesh.validation import list_length_violations, text_bytes
+from llmmesh.validation import list_length_violations
 from llmmesh_router import observability
 from llmmesh_router.capabilities import no_capable_model
 from llmmesh_router.deadline import Deadline
@@ -31,7 +31,7 @@ from llmmesh_router.quota import reserve
 from llmmesh_router.settings import RouterSettings
 from llmmesh_router.settlement import Settler
 from llmmesh_router.tokens import TOKENS_PER_MESSAGE, estimate_text_tokens
-from llmmesh_router.validation import caller_field_violations
+from llmmesh_router.validation import caller_field_violations, size_violations
 
 log = structlog.get_logger(__name__)
 
@@ -136,15 +136,7 @@ class EmbeddingPipeline:
             for index, text in enumerate(request.inputs)
             if not text
         ]
-        size = text_bytes(request)
-        if size > self._settings.max_prompt_bytes:
-            violations.append(
-                FieldViolation(
-                    "inputs",
-                    f"the request's text is {size} bytes; "
-                    f"the limit is {self._settings.max_prompt_bytes}",
-                )
-            )
+        violations += size_violations(request, self._settings.max_prompt_bytes)
         if request.HasField("dimensions") and not 0 < request.dimensions <= MAX_DIMENSIONS:
             violations.append(FieldViolation("dimensions", f"must be within [1, {MAX_DIMENSIONS}]"))
         violations += caller_field_violations(request)

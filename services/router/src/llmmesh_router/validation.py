@@ -40,7 +40,7 @@ def find_violations(
     if not request.model:
         violations.append(FieldViolation("model", 'required: a catalog model name or "auto"'))
     violations.extend(conversation_violations(request.messages))
-    violations.extend(_size_violations(request, max_prompt_bytes))
+    violations.extend(size_violations(request, max_prompt_bytes))
     violations.extend(sampling_violations(request.parameters))
     violations.extend(caller_field_violations(request))
     if request.priority not in _KNOWN_PRIORITIES:
@@ -52,7 +52,10 @@ def find_violations(
     return violations
 
 
-def _size_violations(request: CompletionRequest, max_prompt_bytes: int) -> list[FieldViolation]:
+def size_violations(
+    request: CompletionRequest | router_service_pb2.EmbedRequest, max_prompt_bytes: int
+) -> list[FieldViolation]:
+    """One budget over all the text of a request, named by the field that holds the most."""
     sizes = text_bytes_by_field(request)
     total = sum(sizes.values())
     if total <= max_prompt_bytes:
