@@ -54,10 +54,22 @@ def planted(path: str, model: str = "primary", extra: str = "") -> Message:
     for message in request.messages:
         message.role = chat_pb2.ROLE_USER
         message.content = f"What dose of {message.content} is safe? {extra}"
+        # A user turn holds its text in content alone: no parts, tool calls or tool result.
+        for field in ("parts", "tool_calls", "tool_call_id"):
+            message.ClearField(field)
     form = request.parameters.response_format
     form.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
-    form.json_schema = json.dumps({"description": form.json_schema})
-    del request.parameters.tools[:]  # the provider refuses tools; the "tools" path plants them
+    # The fake answers a schema with JSON that fits it: here, the answer marker.
+    form.json_schema = json.dumps(
+        {"type": "object", "description": form.json_schema, "required": ["dose"],
+         "properties": {"dose": {"enum": [ANSWER_MARKER]}}}
+    )  # fmt: skip
+    form.name = f"{PREFIX}-format"  # names are [a-zA-Z0-9_-]
+    del request.parameters.tools[:]  # the "invalid-tool" path plants them
+    request.parameters.ClearField("tool_choice")
+    request.attribution.tags[f"{PREFIX}-tag"] = f"{PREFIX}-{path}.tag"
+    # Unique per request: one id names one request, and a replay would hide the cache path.
+    request.client_request_id = f"{PREFIX}-{path}.id-{uuid.uuid4().hex[:8]}"
     return request
 
 
@@ -71,6 +83,8 @@ def _plant(message: Message, prefix: str) -> None:
             else:
                 setattr(message, field.name, path)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                continue  # maps are planted by name in `planted`
             if field.is_repeated:
                 _plant(target.add(), f"{path}.0")
             else:
@@ -89,7 +103,7 @@ class Outcome:
 def _paths() -> dict[str, tuple[Message | bytes, tuple[tuple[str, str | bytes], ...], Code]]:
     dev = (("authorization", f"Bearer {DEV_API_KEY}"),)
     tight = (("x-api-key", TIGHT_KEY),)
-    tools = planted("tools")
+    tools = planted("invalid-tool")
     tools.parameters.tools.add(name=f"{PREFIX}-tools.name", description=f"{PREFIX}-tools.d")
     invalid = planted("invalid-fields")
     invalid.messages.add(role=chat_pb2.ROLE_UNSPECIFIED, content=f"{PREFIX}-invalid-role")
@@ -110,7 +124,8 @@ def _paths() -> dict[str, tuple[Message | bytes, tuple[tuple[str, str | bytes], 
                           Code.INVALID_ARGUMENT),
         "invalid-fields": (invalid, dev, Code.INVALID_ARGUMENT),
         "oversized": (oversized, dev, Code.INVALID_ARGUMENT),
-        "tools-refused-by-provider": (tools, dev, Code.INVALID_ARGUMENT),
+        # A tool name outside [a-zA-Z0-9_-] is refused by the router, naming the field only.
+        "invalid-tool": (tools, dev, Code.INVALID_ARGUMENT),
         "malformed-bytes": (planted("malformed").SerializeToString() + b"\xff", dev,
                             Code.INVALID_ARGUMENT),
         "unknown-key": (planted("unknown-key"), (("authorization", f"Bearer {PREFIX}-key"),),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import signal
 import sys
 import threading
@@ -113,12 +115,40 @@ def chat(
     system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length bound; 0 = default.")] = 0,
     no_cache: Annotated[bool, typer.Option(help="Bypass the cache.")] = False,
+    tools: Annotated[
+        pathlib.Path | None,
+        typer.Option(
+            help='A JSON file of tools to offer: [{"name", "description", "parameters"}], '
+            "parameters being a JSON Schema object.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     router: Router = f"127.0.0.1:{DEFAULT_PORTS['router']}",
     api_key: ApiKey = DEV_API_KEY,
 ) -> None:
-    """Stream an answer through the router to the terminal."""
+    """Stream an answer through the router to the terminal; tool calls are printed whole."""
     _stream_chat(router, api_key, prompt, model=model, max_tokens=max_tokens,
-                 system=system, no_cache=no_cache)  # fmt: skip
+                 system=system, no_cache=no_cache,
+                 tools=_read_tools(tools) if tools else [])  # fmt: skip
+
+
+def _read_tools(path: pathlib.Path) -> list[chat_pb2.ToolDefinition]:
+    try:
+        listed = json.loads(path.read_text())
+        if not isinstance(listed, list):
+            raise ValueError("the file must hold a JSON list of tools")
+        return [
+            chat_pb2.ToolDefinition(
+                name=str(tool["name"]),
+                description=str(tool.get("description", "")),
+                parameters_json_schema=json.dumps(tool.get("parameters", {"type": "object"})),
+            )
+            for tool in listed
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        typer.echo(f"error: {path}: not a list of tools ({error})", err=True)
+        raise typer.Exit(2) from None
 
 
 def _ports(env: dict[str, str], variable: str, defaults: dict[str, int]) -> dict[str, int]:
@@ -200,6 +230,7 @@ def _stream_chat(
     max_tokens: int,
     system: str | None = None,
     no_cache: bool = False,
+    tools: list[chat_pb2.ToolDefinition] | None = None,
 ) -> None:
     messages = []
     if system:
@@ -208,11 +239,12 @@ def _stream_chat(
     request = router_service_pb2.StreamCompleteRequest(
         model=model,
         messages=messages,
-        parameters=chat_pb2.GenerationParameters(max_tokens=max_tokens),
+        parameters=chat_pb2.GenerationParameters(max_tokens=max_tokens, tools=tools or []),
         cache=router_pb2.CacheControl(
             mode=caching_pb2.CACHE_MODE_BYPASS if no_cache else caching_pb2.CACHE_MODE_UNSPECIFIED
         ),
     )
+    calls = _ToolCalls()
     with grpc.insecure_channel(router) as channel:
         stub = router_service_pb2_grpc.RouterServiceStub(channel)
         try:
@@ -222,13 +254,33 @@ def _stream_chat(
                 if event.HasField("delta"):
                     sys.stdout.write(event.delta.text)
                     sys.stdout.flush()
-                else:
+                elif event.HasField("tool_call"):
+                    calls.add(event.tool_call)
+                elif event.HasField("summary"):
+                    calls.print()
                     _print_summary(event.summary)
         except grpc.RpcError as error:
             details = error_details(error)
             sys.stdout.write("\n")
             typer.echo(f"error: {details.code.name} {details.reason}: {details.message}", err=True)
             raise typer.Exit(1) from None
+
+
+class _ToolCalls:
+    """Tool-call fragments put together by index, printed whole once the answer is done."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+
+    def add(self, piece: chat_pb2.ToolCallDelta) -> None:
+        call = self._calls.setdefault(piece.index, ["", "", ""])
+        call[0] = call[0] or piece.id
+        call[1] = call[1] or piece.name
+        call[2] += piece.arguments_fragment
+
+    def print(self) -> None:
+        for _, (call_id, name, arguments) in sorted(self._calls.items()):
+            sys.stdout.write(f"\n-> tool call {name}({arguments}) [{call_id}]")
 
 
 def _print_summary(summary: router_pb2.CompletionSummary) -> None:

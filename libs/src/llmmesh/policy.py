@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import pathlib
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 import yaml
@@ -17,6 +17,11 @@ import yaml
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 DEFAULT_POLICY = "default_policy.yaml"
+
+
+# What a catalog model can do. A request that needs tools, a JSON schema, images, embeddings
+# or reasoning goes only to models that declare it; "json" is JSON mode without a schema.
+Capability = Literal["chat", "tools", "json", "json_schema", "vision", "embeddings", "reasoning"]
 
 
 class PolicyError(ValueError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llmmesh.cache.v1 import cache_pb2
+from llmmesh.common.v1 import chat_pb2
 from llmmesh.policy import PolicyError
 from llmmesh_cache.policy import DEFAULT_SIMILARITY_THRESHOLD, CachePolicy
 from llmmesh_cache.scope import NFKC_MAX_CHARS, normalize_text, scope_keys
@@ -86,3 +88,82 @@ def test_tenant_is_part_of_every_key() -> None:
     globex = scope_keys(scope("Hi", tenant="globex"), "simulated")
     assert acme.entry_id != globex.entry_id
     assert acme.partition != globex.partition
+
+
+TOOL = chat_pb2.ToolDefinition(name="lookup", parameters_json_schema='{"type": "object"}')
+SCHEMA = chat_pb2.ResponseFormat(
+    type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, name="a", json_schema='{"type": "object"}'
+)
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"tools": [TOOL]},
+        {
+            "tools": [TOOL],
+            "tool_choice": chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED),
+        },
+        {"tools": [TOOL], "parallel_tool_calls": False},
+        {"response_format": SCHEMA},
+        {"reasoning_effort": chat_pb2.REASONING_EFFORT_HIGH},
+        {"top_k": 5},
+    ],
+)
+def test_every_parameter_that_changes_an_answer_changes_the_key(parameters: dict) -> None:
+    plain = scope_keys(scope("Hi"), "simulated").entry_id
+    keyed = scope_keys(scope("Hi", **parameters), "simulated").entry_id
+    assert keyed != plain
+    if "tool_choice" in parameters or "parallel_tool_calls" in parameters:
+        assert keyed != scope_keys(scope("Hi", tools=[TOOL]), "simulated").entry_id
+
+
+def _with_turn(**fields: object) -> cache_pb2.CacheScope:
+    conversation = scope("Hi")
+    conversation.messages.append(chat_pb2.ChatMessage(**fields))  # type: ignore[arg-type]
+    return conversation
+
+
+def _image(data: bytes = b"", url: str = "") -> chat_pb2.ContentPart:
+    source = {"data": data} if data else {"url": url}
+    return chat_pb2.ContentPart(image=chat_pb2.ImagePart(media_type="image/png", **source))  # type: ignore[arg-type]
+
+
+def test_content_parts_tool_calls_and_results_are_keyed() -> None:
+    call = chat_pb2.ToolCall(id="call_1", name="lookup", arguments_json='{"q": "a"}')
+    other_call = chat_pb2.ToolCall(id="call_1", name="lookup", arguments_json='{"q": "b"}')
+    turns = [
+        _with_turn(role=chat_pb2.ROLE_USER, parts=[_image(b"one")]),
+        _with_turn(role=chat_pb2.ROLE_USER, parts=[_image(b"two")]),
+        _with_turn(role=chat_pb2.ROLE_USER, parts=[_image(url="https://x.test/one.png")]),
+        _with_turn(role=chat_pb2.ROLE_USER, parts=[chat_pb2.ContentPart(text="a part")]),
+        _with_turn(role=chat_pb2.ROLE_ASSISTANT, tool_calls=[call]),
+        _with_turn(role=chat_pb2.ROLE_ASSISTANT, tool_calls=[other_call]),
+        _with_turn(role=chat_pb2.ROLE_TOOL, content="42", tool_call_id="call_1"),
+        _with_turn(role=chat_pb2.ROLE_TOOL, content="42", tool_call_id="call_2"),
+    ]
+    ids = [scope_keys(turn, "simulated").entry_id for turn in turns]
+    assert len(set(ids)) == len(ids)
+    # The image's bytes are hashed, never kept in the key material.
+    assert (
+        scope_keys(turns[0], "simulated").entry_id
+        == scope_keys(
+            _with_turn(role=chat_pb2.ROLE_USER, parts=[_image(b"one")]), "simulated"
+        ).entry_id
+    )
+
+
+@pytest.mark.parametrize(
+    "exact_only_scope",
+    [
+        scope("What is the capital of France?", tools=[TOOL]),
+        scope("What is the capital of France?", response_format=SCHEMA),
+        _with_turn(role=chat_pb2.ROLE_USER, content="What is this?", parts=[_image(b"img")]),
+    ],
+)
+def test_tools_images_and_schemas_are_never_matched_semantically(
+    exact_only_scope: cache_pb2.CacheScope,
+) -> None:
+    # No prompt text means nothing is embedded on store and no semantic lookup runs.
+    assert scope_keys(exact_only_scope, "simulated").prompt_text == ""
+    assert scope_keys(scope("What is the capital of France?"), "simulated").prompt_text

@@ -169,3 +169,34 @@ async def test_the_local_model_embeds_in_process_with_384_dimensions() -> None:
     question, paraphrase, unrelated = (list(e.values) for e in response.embeddings)
     assert cosine(question, paraphrase) > 0.6 > cosine(question, unrelated)
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+async def test_requested_dimensions_reach_the_upstream_and_usage_comes_back(kind: str) -> None:
+    fake_class = FakeOpenAI if kind == "openai" else FakeOllama
+    async with fake_class() as fake:
+        instance = instance_for(fake, api_key_env=TEST_KEY_ENV, embedding_models=["embedder"])
+        async with running_provider(policy_with(instance)) as stub:
+            response = await stub.Embed(
+                provider_service_pb2.EmbedRequest(inputs=["one two three"], dimensions=5),
+                timeout=30,
+            )
+
+    assert fake.last_request.body["dimensions"] == 5
+    assert response.dimensions == 5
+    assert response.usage.input_tokens == 3
+
+
+async def test_the_simulated_embedder_makes_vectors_of_the_requested_length() -> None:
+    async with running_provider({}) as stub:
+        response = await stub.Embed(
+            provider_service_pb2.EmbedRequest(inputs=["a b"], dimensions=12), timeout=30
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Embed(
+                provider_service_pb2.EmbedRequest(inputs=["a b"], dimensions=0), timeout=30
+            )
+
+    assert [len(e.values) for e in response.embeddings] == [12]
+    assert response.usage.input_tokens == 2
+    assert [v.field for v in error_details(raised.value).field_violations] == ["dimensions"]

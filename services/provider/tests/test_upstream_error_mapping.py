@@ -237,7 +237,7 @@ def _message(role: int, content: str = "hi") -> chat_pb2.ChatMessage:
         (_request(messages=[]), "messages"),
         (_request(messages=[_message(chat_pb2.ROLE_UNSPECIFIED)]), "messages[0].role"),
         (_request(messages=[_message(99)]), "messages[0].role"),
-        (_request(messages=[_message(chat_pb2.ROLE_TOOL)]), "messages[0].role"),
+        (_request(messages=[_message(chat_pb2.ROLE_TOOL)]), "messages[0].tool_call_id"),
         (_request(messages=[_message(chat_pb2.ROLE_USER, "")]), "messages[0].content"),
         (_request(messages=[_message(chat_pb2.ROLE_SYSTEM)]), "messages"),
         (_request(instance=""), "instance"),
@@ -257,9 +257,11 @@ def _message(role: int, content: str = "hi") -> chat_pb2.ChatMessage:
         ),
         (
             _request(
-                parameters=chat_pb2.GenerationParameters(tools=[chat_pb2.ToolDefinition(name="f")])
+                parameters=chat_pb2.GenerationParameters(
+                    tools=[chat_pb2.ToolDefinition(name="no spaces")]
+                )
             ),
-            "parameters.tools",
+            "parameters.tools[0].name",
         ),
         (
             _request(

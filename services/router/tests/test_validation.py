@@ -74,13 +74,20 @@ TOOL = chat_pb2.ToolDefinition
         ({"parameters": chat_pb2.GenerationParameters(stop=["s" * 2000])}, "parameters"),
         ({"parameters": chat_pb2.GenerationParameters(stop=["s" * 300] * 7)}, "parameters"),
         ({"parameters": chat_pb2.GenerationParameters(
-            response_format=chat_pb2.ResponseFormat(json_schema="{" + " " * 2000 + "}"))},
-         "parameters"),
-        ({"parameters": chat_pb2.GenerationParameters(tools=[TOOL(description="d" * 2000)])},
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, name="answer",
+                json_schema="{" + " " * 2000 + "}"))},
          "parameters"),
         ({"parameters": chat_pb2.GenerationParameters(
-            tools=[TOOL(parameters_json_schema="x" * 1000), TOOL(name="y" * 1000)])},
+            tools=[TOOL(name="t", description="d" * 2000)])},
          "parameters"),
+        ({"parameters": chat_pb2.GenerationParameters(
+            tools=[TOOL(name="a", parameters_json_schema='{"type": "object"' + " " * 1000 + "}"),
+                   TOOL(name="b", description="y" * 1000)])},
+         "parameters"),
+        ({"messages": [chat_pb2.ChatMessage(role=USER, parts=[chat_pb2.ContentPart(
+            image=chat_pb2.ImagePart(data=b"\x89PNG" * 300, media_type="image/png"))])]},
+         "messages"),
     ],
 )  # fmt: skip
 def test_every_text_field_counts_towards_the_size_budget(
@@ -145,3 +152,12 @@ def test_lists_at_the_bound_are_checked_element_by_element() -> None:
     request = _request(messages=[chat_pb2.ChatMessage(role=USER, content=" ")] * 10)
     violations = find_violations(request, max_prompt_bytes=1000, max_list_items=10)
     assert len(violations) == 10
+
+
+def test_attribution_and_client_request_id_are_bounded() -> None:
+    request = _request()
+    request.attribution.user = "u" * 10_000
+    request.client_request_id = "r" * 129
+    fields = _fields(request)
+    assert "attribution.user" in fields
+    assert "client_request_id" in fields

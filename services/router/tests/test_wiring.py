@@ -32,3 +32,10 @@ async def test_bad_routing_policy_fails_naming_the_field(
     document["routing"] = routing
     with pytest.raises(PolicyError, match=field.replace(".", r"\.")):
         await build_servicer(RouterSettings(), document)
+
+
+async def test_an_unknown_model_capability_fails_at_start_naming_the_field() -> None:
+    document = read_policy_document(None)
+    document["models"][0]["capabilities"] = ["chat", "vison"]
+    with pytest.raises(PolicyError, match=r"models\[0\]\.capabilities\[1\]"):
+        await build_servicer(RouterSettings(), document)

@@ -1,9 +1,13 @@
 """Canonical forms of a cache scope: the exact key, the semantic partition and the prompt text.
 
 An exact key covers everything that can change an answer: tenant, model, the whole
-normalized conversation (system prompt included) and every generation parameter. A
-semantic partition covers the same except the last user turn, which is the only part a
-semantic match may vary; that turn, normalized, is the text that gets embedded.
+normalized conversation (system prompt, every content part with images by a hash of their
+bytes or URL, tool calls and the ids tool results answer) and every generation parameter
+(tools, tool choice, response format, reasoning effort and the rest). A semantic partition
+covers the same except the last user turn, which is the only part a semantic match may
+vary; that turn, normalized, is the text that gets embedded. A request with tools, an image
+or a JSON response format is matched exactly only: a paraphrase may need other arguments,
+another image is another question, and a schema answer must fit its schema exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from llmmesh.cache.v1 import cache_pb2
 from llmmesh.common.v1 import chat_pb2
 
 # Bumped whenever the canonical encoding changes, so old keys can never match new requests.
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +67,70 @@ def canonical_parameters(parameters: chat_pb2.GenerationParameters) -> dict[str,
         "max_tokens": parameters.max_tokens,
         "stop": list(parameters.stop),
         "tools": [
-            [tool.name, normalize_text(tool.description), tool.parameters_json_schema]
+            [tool.name, normalize_text(tool.description), tool.parameters_json_schema, tool.strict]
             for tool in parameters.tools
         ],
+        "tool_choice": [int(parameters.tool_choice.mode), parameters.tool_choice.name],
+        "parallel_tool_calls": (
+            parameters.parallel_tool_calls if parameters.HasField("parallel_tool_calls") else None
+        ),
         "response_format": [
             int(parameters.response_format.type),
             parameters.response_format.json_schema,
+            parameters.response_format.name,
+            (
+                parameters.response_format.strict
+                if parameters.response_format.HasField("strict")
+                else None
+            ),
         ],
         "seed": parameters.seed if parameters.HasField("seed") else None,
+        "top_k": parameters.top_k if parameters.HasField("top_k") else None,
+        "reasoning_effort": int(parameters.reasoning_effort),
     }
 
 
+def _canonical_part(part: chat_pb2.ContentPart) -> list[Any]:
+    kind = part.WhichOneof("part")
+    if kind == "text":
+        return ["text", normalize_text(part.text)]
+    if kind == "image":
+        image = part.image
+        source = image.data if image.WhichOneof("source") == "data" else image.url.encode()
+        # An image is keyed by a hash of its bytes or URL: the key stays small, the bytes
+        # are never kept.
+        return ["image", image.WhichOneof("source"), image.media_type, _hash(source)]
+    if kind == "reasoning":
+        return ["reasoning", part.reasoning.text, part.reasoning.signature]
+    return [kind]
+
+
 def _canonical_message(message: chat_pb2.ChatMessage) -> list[Any]:
-    return [int(message.role), message.name, normalize_text(message.content)]
+    canonical = [int(message.role), message.name, normalize_text(message.content)]
+    # Plain text turns (most of them) stay short: the rest is added only when present, and
+    # a length of 3 versus 6 keeps the two forms apart.
+    if message.parts or message.tool_calls or message.tool_call_id:
+        canonical += [
+            [_canonical_part(part) for part in message.parts],
+            [[call.id, call.name, call.arguments_json] for call in message.tool_calls],
+            message.tool_call_id,
+        ]
+    return canonical
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def exact_only(scope: cache_pb2.CacheScope) -> bool:
+    """Whether the request may only ever match exactly (tools, an image or a JSON format)."""
+    parameters = scope.parameters
+    if parameters.tools or parameters.response_format.type in (
+        chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+        chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+    ):
+        return True
+    return any(part.HasField("image") for message in scope.messages for part in message.parts)
 
 
 def _digest(payload: Any) -> str:
@@ -100,7 +155,7 @@ def scope_keys(scope: cache_pb2.CacheScope, embedder_name: str) -> ScopeKeys:
     parameters = canonical_parameters(scope.parameters)
     conversation = [_canonical_message(message) for message in messages]
     entry_id = _digest([KEY_VERSION, "exact", scope.tenant, scope.model, parameters, conversation])
-    prompt_text = last_user_turn(messages)
+    prompt_text = "" if exact_only(scope) else last_user_turn(messages)
     prefix = conversation[:-1] if prompt_text else conversation
     partition = _digest(
         [KEY_VERSION, "semantic", scope.tenant, scope.model, parameters, prefix, embedder_name]

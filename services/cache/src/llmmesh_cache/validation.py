@@ -61,7 +61,7 @@ def check_store(request: cache_service_pb2.StoreRequest, policy: CachePolicy) ->
                     "an answer without a finish reason is incomplete and is never cached",
                 )
             )
-        if not any(chunk for chunk in answer.chunks):
+        if not any(chunk for chunk in answer.chunks) and not answer.tool_calls:
             violations.append(FieldViolation("answer.chunks", "an empty answer is never cached"))
     _raise_if_any(violations)
 

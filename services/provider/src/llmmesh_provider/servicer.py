@@ -15,8 +15,19 @@ from opentelemetry import trace
 from llmmesh.common.v1 import chat_pb2
 from llmmesh.provider.v1 import provider_pb2, provider_service_pb2, provider_service_pb2_grpc
 from llmmesh.runtime.errors import RpcFailure, abort
-from llmmesh_provider.backend import ChatEvent, ChatRequest, Completion, FinishReason, TextChunk
+from llmmesh.validation import DEFAULT_MAX_IMAGE_BYTES
+from llmmesh_provider.backend import (
+    ChatEvent,
+    ChatRequest,
+    Completion,
+    Delta,
+    FinishReason,
+    TextChunk,
+    ToolCallChunk,
+    coalesce,
+)
 from llmmesh_provider.bursts import Bursts
+from llmmesh_provider.features import fit_to_backend
 from llmmesh_provider.registry import ProviderInstance, ProviderRegistry
 from llmmesh_provider.tracing import TRACER_NAME, UpstreamCallSpan, upstream_call_span
 from llmmesh_provider.upstream_errors import UpstreamTarget, malformed, stream_cut, timed_out
@@ -49,10 +60,12 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         *,
         embed_limits: EmbedLimits,
         deadline_margin_s: float,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._registry = registry
         self._embed_limits = embed_limits
+        self._max_image_bytes = max_image_bytes
         self._deadline_margin_s = deadline_margin_s
         self._tracer = tracer or trace.get_tracer(TRACER_NAME)
 
@@ -61,14 +74,30 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
     ) -> AsyncIterator[provider_service_pb2.GenerateResponse]:
         progress = _Progress()
         try:
-            valid = validate_generate(request)
+            valid = validate_generate(request, max_image_bytes=self._max_image_bytes)
             instance, backend = self._registry.chat_backend(valid.instance, valid.model)
             target = UpstreamTarget(instance.name, instance.backend, valid.model)
             timeout_s = self._upstream_timeout_s(context, instance, target)
-            chat = ChatRequest(valid.model, valid.messages, valid.sampling, timeout_s)
+            fitted = fit_to_backend(
+                ChatRequest(
+                    valid.model,
+                    valid.messages,
+                    valid.sampling,
+                    timeout_s,
+                    tools=valid.tools,
+                    user=valid.user,
+                ),
+                backend.features,
+                target,
+            )
             with upstream_call_span(self._tracer, "chat", target, valid.sampling) as span:
                 async for response in _relay(
-                    backend.stream_chat(chat), span, progress, target, timeout_s
+                    backend.stream_chat(fitted.request),
+                    span,
+                    progress,
+                    target,
+                    timeout_s,
+                    fitted.ignored_parameters,
                 ):
                     yield response
         except RpcFailure as failure:
@@ -81,6 +110,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                 code=failure.code.name,
                 reason=failure.reason,
                 delivered_deltas=progress.deltas,
+                delivered_tool_call_fragments=progress.tool_call_fragments,
             )
             await abort(context, failure)
 
@@ -88,7 +118,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         self, request: provider_service_pb2.EmbedRequest, context: EmbedContext
     ) -> provider_service_pb2.EmbedResponse:
         try:
-            texts = validate_embed(request, self._embed_limits)
+            texts, requested_dimensions = validate_embed(request, self._embed_limits)
             instance, embedder, model = self._registry.embedder(request.instance, request.model)
             target = UpstreamTarget(instance.name, instance.backend, model)
             timeout_s = self._upstream_timeout_s(context, instance, target)
@@ -96,12 +126,16 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                 try:
                     async with asyncio.timeout(timeout_s):
                         with span.activated():
-                            batch = await embedder.embed(texts, model, timeout_s)
+                            batch = await embedder.embed(
+                                texts, model, timeout_s, requested_dimensions
+                            )
                 except TimeoutError:
                     raise timed_out(target, timeout_s) from None
                 dimensions = {len(vector) for vector in batch.vectors}
                 if len(dimensions) != 1 or 0 in dimensions:
                     raise malformed(target, "embeddings of differing or zero length")
+                if requested_dimensions is not None and dimensions != {requested_dimensions}:
+                    raise malformed(target, f"embeddings not of length {requested_dimensions}")
         except RpcFailure as failure:
             logger.info(
                 "embedding failed",
@@ -116,6 +150,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
             dimensions=dimensions.pop(),
             model=batch.model,
             backend=instance.backend,
+            usage=chat_pb2.Usage(input_tokens=batch.input_tokens),
         )
 
     async def ListModels(
@@ -155,8 +190,20 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
 class _Progress:
     """How much of the answer the caller already received."""
 
+    # Messages of any kind: the first is the point of no return for a retry.
     deltas: int = 0
     chars: int = 0
+    tool_call_fragments: int = 0
+    reasoning_deltas: int = 0
+
+    def count(self, delta: Delta) -> None:
+        self.deltas += 1
+        if isinstance(delta, TextChunk):
+            self.chars += len(delta.text)
+        elif isinstance(delta, ToolCallChunk):
+            self.tool_call_fragments += 1
+        else:
+            self.reasoning_deltas += 1
 
 
 async def _relay(
@@ -165,9 +212,10 @@ async def _relay(
     progress: _Progress,
     target: UpstreamTarget,
     timeout_s: float,
+    ignored_parameters: tuple[str, ...],
 ) -> AsyncIterator[provider_service_pb2.GenerateResponse]:
-    """The backend's events as responses, all within the deadline; text chunks that are
-    ready together go as one delta.
+    """The backend's events as responses, all within the deadline; pieces that are ready
+    together and belong together (text, one call's arguments, reasoning) go as one delta.
 
     A burst (a whole answer in one read of an instant upstream) costs one message per hop
     instead of one per chunk; a paced stream is relayed chunk by chunk with no added wait.
@@ -186,35 +234,54 @@ async def _relay(
             if not burst:
                 # The backend broke its contract by ending without a Completion.
                 raise stream_cut(target)
-            texts = [event.text for event in burst if isinstance(event, TextChunk)]
-            if texts:
-                for text in texts:
-                    span.chunk_arrived()
-                    progress.chars += len(text)
-                progress.deltas += 1
-                yield _delta("".join(texts))
+            deltas = [event for event in burst if not isinstance(event, Completion)]
+            if deltas:
+                span.chunk_arrived()
+            for delta in coalesce(deltas):
+                progress.count(delta)
+                yield _delta(delta)
             last = burst[-1]
             if isinstance(last, Completion):
                 span.completed(last)
-                yield _summary(last)
+                yield _summary(last, ignored_parameters)
                 return
 
 
-def _delta(text: str) -> provider_service_pb2.GenerateResponse:
-    return provider_service_pb2.GenerateResponse(delta=chat_pb2.TextDelta(text=text))
+def _delta(delta: Delta) -> provider_service_pb2.GenerateResponse:
+    if isinstance(delta, TextChunk):
+        return provider_service_pb2.GenerateResponse(delta=chat_pb2.TextDelta(text=delta.text))
+    if isinstance(delta, ToolCallChunk):
+        return provider_service_pb2.GenerateResponse(
+            tool_call=chat_pb2.ToolCallDelta(
+                index=delta.index,
+                id=delta.id,
+                name=delta.name,
+                arguments_fragment=delta.arguments,
+            )
+        )
+    return provider_service_pb2.GenerateResponse(
+        reasoning=chat_pb2.ReasoningDelta(text=delta.text, signature=delta.signature)
+    )
 
 
-def _summary(completion: Completion) -> provider_service_pb2.GenerateResponse:
+def _summary(
+    completion: Completion, ignored_parameters: tuple[str, ...]
+) -> provider_service_pb2.GenerateResponse:
+    usage = completion.usage
     return provider_service_pb2.GenerateResponse(
         summary=provider_pb2.GenerationSummary(
             finish_reason=_FINISH_REASONS[completion.finish_reason],
             usage=chat_pb2.Usage(
-                input_tokens=completion.usage.input_tokens,
-                output_tokens=completion.usage.output_tokens,
-                cached_input_tokens=completion.usage.cached_input_tokens,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                cache_write_input_tokens=usage.cache_write_input_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
             ),
             provider_request_id=completion.provider_request_id,
             response_model=completion.response_model,
+            stop_sequence=completion.stop_sequence,
+            ignored_parameters=ignored_parameters,
         )
     )
 
@@ -229,6 +296,8 @@ def _with_progress(failure: RpcFailure, progress: _Progress) -> RpcFailure:
             **failure.metadata,
             "delivered_deltas": str(progress.deltas),
             "delivered_chars": str(progress.chars),
+            "delivered_tool_call_fragments": str(progress.tool_call_fragments),
+            "delivered_reasoning_deltas": str(progress.reasoning_deltas),
         },
         retry_after_s=failure.retry_after_s,
         field_violations=failure.field_violations,

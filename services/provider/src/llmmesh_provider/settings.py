@@ -6,6 +6,7 @@ import pydantic
 from pydantic_settings import SettingsConfigDict
 
 from llmmesh.runtime.settings import ServiceSettings
+from llmmesh.validation import DEFAULT_MAX_IMAGE_BYTES
 
 
 class ProviderSettings(ServiceSettings):
@@ -17,6 +18,8 @@ class ProviderSettings(ServiceSettings):
     # Most texts one Embed request may carry (OpenAI's own limit is 2048).
     max_embed_inputs: int = pydantic.Field(default=256, gt=0)
     max_embed_input_chars: int = pydantic.Field(default=32_768, gt=0)
+    # Largest inline image (decoded bytes); the gRPC message limit bounds a request's total.
+    max_image_bytes: int = pydantic.Field(default=DEFAULT_MAX_IMAGE_BYTES, gt=0)
     # Taken off the caller's remaining deadline before it bounds the upstream call, so the
     # upstream gives up first and the caller receives the rich DEADLINE_EXCEEDED with details
     # instead of the transport's bare one.

@@ -87,16 +87,19 @@ def generate_request(
     prompt: str = "say hello to the mesh",
     system: str = "",
     max_tokens: int = 0,
+    messages: list[chat_pb2.ChatMessage] | None = None,
+    parameters: chat_pb2.GenerationParameters | None = None,
 ) -> provider_service_pb2.GenerateRequest:
-    messages = []
-    if system:
-        messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_SYSTEM, content=system))
-    messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=prompt))
+    """A request with a system prompt (if given) and one user prompt, or these messages."""
+    if messages is None:
+        messages = []
+        if system:
+            messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_SYSTEM, content=system))
+        messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=prompt))
+    if parameters is None:
+        parameters = chat_pb2.GenerationParameters(max_tokens=max_tokens)
     return provider_service_pb2.GenerateRequest(
-        instance=instance,
-        model=model,
-        messages=messages,
-        parameters=chat_pb2.GenerationParameters(max_tokens=max_tokens),
+        instance=instance, model=model, messages=messages, parameters=parameters
     )
 
 
@@ -107,10 +110,29 @@ class StreamOutcome:
     deltas: list[str] = dataclasses.field(default_factory=list)
     summary: provider_pb2.GenerationSummary | None = None
     error: ErrorDetails | None = None
+    tool_call_deltas: list[chat_pb2.ToolCallDelta] = dataclasses.field(default_factory=list)
+    reasoning_deltas: list[chat_pb2.ReasoningDelta] = dataclasses.field(default_factory=list)
+    # The kind of every event in arrival order: "text", "tool_call" or "reasoning".
+    order: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def text(self) -> str:
         return "".join(self.deltas)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(delta.text for delta in self.reasoning_deltas)
+
+    @property
+    def tool_calls(self) -> list[chat_pb2.ToolCall]:
+        """The calls put together from their pieces, in index order."""
+        calls: dict[int, chat_pb2.ToolCall] = {}
+        for delta in self.tool_call_deltas:
+            call = calls.setdefault(delta.index, chat_pb2.ToolCall())
+            call.id = call.id or delta.id
+            call.name = call.name or delta.name
+            call.arguments_json += delta.arguments_fragment
+        return [calls[index] for index in sorted(calls)]
 
     @property
     def failure(self) -> ErrorDetails:
@@ -129,8 +151,16 @@ async def collect(
     outcome = StreamOutcome()
     try:
         async for response in stub.Generate(request, timeout=timeout_s):
-            if response.HasField("delta"):
+            event = response.WhichOneof("event")
+            if event == "delta":
                 outcome.deltas.append(response.delta.text)
+                outcome.order.append("text")
+            elif event == "tool_call":
+                outcome.tool_call_deltas.append(response.tool_call)
+                outcome.order.append("tool_call")
+            elif event == "reasoning":
+                outcome.reasoning_deltas.append(response.reasoning)
+                outcome.order.append("reasoning")
             elif outcome.summary is not None:
                 raise AssertionError("a stream carried a second summary")
             else:

@@ -31,6 +31,21 @@ _CONTEXT_LENGTH_PHRASES = (
 )
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
 _CONTENT_FILTER_PHRASES = ("content management policy", "content filtering policy")
+# How upstreams say that a model lacks a feature (as opposed to a malformed request)...
+_UNSUPPORTED_CODES = frozenset({"unsupported_parameter", "unsupported_value"})
+_UNSUPPORTED_PHRASES = (
+    "not supported",
+    "does not support",
+    "unsupported",
+    "only supported by certain models",
+)
+# ...and which catalog capability the feature belongs to, by words in the message or param.
+_CAPABILITY_WORDS = (
+    ("tools", ("tool", "function")),
+    ("vision", ("image",)),
+    ("json_schema", ("json_schema", "response_format", "output_format", "output_config", "schema")),
+    ("reasoning", ("reasoning", "thinking", "think")),
+)
 
 # Anthropic names the error in the body; an in-stream `error` event has no HTTP status.
 _STATUS_FOR_ERROR_TYPE = {
@@ -70,6 +85,8 @@ class UpstreamHttpError:
     code: str | None = None
     error_type: str | None = None
     message: str = ""
+    # The request field the upstream blamed, where it names one (OpenAI does).
+    param: str | None = None
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -160,6 +177,14 @@ def failure_from_http(
             metadata=meta,
         )
     if 400 <= status < 500:
+        capability = unsupported_capability(error)
+        if capability is not None:
+            return RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{target.instance} cannot serve this request ({capability}): {upstream_text}",
+                reason="CAPABILITY_UNSUPPORTED",
+                metadata={**meta, "capability": capability},
+            )
         return RpcFailure(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{target.instance} rejected the request: {upstream_text}",
@@ -172,6 +197,24 @@ def failure_from_http(
         reason="UPSTREAM_ERROR",
         metadata=meta,
     )
+
+
+def unsupported_capability(error: UpstreamHttpError) -> str | None:
+    """The catalog capability an upstream's 4xx says the model lacks, if it says one.
+
+    Such a refusal is about the model, not the request, so the router may try another model
+    that declares the capability; a malformed request gets UPSTREAM_BAD_REQUEST instead.
+    """
+    message = error.message.lower()
+    if (error.code or "").lower() not in _UNSUPPORTED_CODES and not any(
+        phrase in message for phrase in _UNSUPPORTED_PHRASES
+    ):
+        return None
+    blamed = f"{(error.param or '').lower()} {message}"
+    for capability, words in _CAPABILITY_WORDS:
+        if any(word in blamed for word in words):
+            return capability
+    return None
 
 
 def _bad_request_reason(error: UpstreamHttpError) -> str:

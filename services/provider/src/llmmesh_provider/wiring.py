@@ -29,6 +29,7 @@ async def build_servicer(settings: ProviderSettings, policy_document: dict[str, 
             max_inputs=settings.max_embed_inputs, max_input_chars=settings.max_embed_input_chars
         ),
         deadline_margin_s=settings.deadline_margin_ms / 1000,
+        max_image_bytes=settings.max_image_bytes,
     )
 
     def reload_key_files(_document: dict[str, Any]) -> None:

@@ -5,9 +5,9 @@ on the same model with backoff (never past the deadline, never past an opened ci
 then the chain moves on; an upstream timeout moves on at once; a context-length error
 moves to a model with a larger window. A failure of the mesh's own provider process is
 retried at once on another replica and never counts against the upstream's circuit.
-After the first token there is no going back: the stream ends with STREAM_INTERRUPTED
-saying how much was delivered, so an answer is never silently truncated or spliced from
-two models.
+After the first piece of any kind (text, tool call or reasoning) there is no going back:
+the stream ends with STREAM_INTERRUPTED saying how much of each was delivered, so an answer
+is never silently truncated or spliced from two models.
 """
 
 from __future__ import annotations
@@ -32,16 +32,18 @@ from llmmesh.runtime.errors import RpcFailure
 from llmmesh_router import observability
 from llmmesh_router.backoff import BackoffPolicy
 from llmmesh_router.breaker import BreakerRegistry, CircuitBreaker, ProbeClaims
+from llmmesh_router.capabilities import required_capabilities
 from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import peer_failure
 from llmmesh_router.policy import CatalogModel, RouterPolicy
+from llmmesh_router.progress import Piece, StreamProgress
 from llmmesh_router.routing import larger_window_models
-from llmmesh_router.tokens import estimate_text_tokens
 
 log = structlog.get_logger(__name__)
 
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 CONTEXT_LENGTH_EXCEEDED = "CONTEXT_LENGTH_EXCEEDED"
+CAPABILITY_UNSUPPORTED = "CAPABILITY_UNSUPPORTED"
 CREDENTIALS_REJECTED = "UPSTREAM_CREDENTIALS_REJECTED"
 UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
 # What the router's provider channel reports when no provider process answered with a
@@ -57,7 +59,14 @@ CALLER_DEADLINE_SLACK_S = 0.2
 
 @dataclasses.dataclass(frozen=True)
 class Delta:
-    text: str
+    """A piece of the answer as it arrived: text, a tool-call fragment or reasoning."""
+
+    piece: Piece
+
+    @property
+    def text(self) -> str:
+        """The answer text it carries ("" for a tool-call or reasoning piece)."""
+        return self.piece.text if isinstance(self.piece, chat_pb2.TextDelta) else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +151,7 @@ class ChainRunner:
                     skipped.append(model.name)
                     break
                 attempt_log.attempts += 1
-                delivered: list[str] = []
+                delivered = StreamProgress()
                 try:
                     async for event in self._attempt(
                         model, messages, parameters, deadline, delivered
@@ -160,15 +169,24 @@ class ChainRunner:
                     else:
                         # No verdict on the upstream: a later call may probe it.
                         breaker.release_probe()
-                    if delivered:
+                    if delivered.deltas:
                         raise interrupted_failure(failure, delivered) from failure
                     attempt_log.failed(model, failure)
                     if failure.reason == CONTEXT_LENGTH_EXCEEDED:
                         # The chain's own larger models first, then the catalog's.
                         pending = [
                             m for m in pending if m.context_window > model.context_window
-                        ] or larger_window_models(policy, model, tried)
+                        ] or larger_window_models(
+                            policy, model, tried, required_capabilities(messages, parameters)
+                        )
                         _note(semconv.EVENT_FALLBACK, model, failure)
+                        break
+                    if kind is FailureKind.MODEL_INCAPABLE:
+                        # The upstream says this model lacks what the request needs:
+                        # another model of the chain may have it.
+                        _note(semconv.EVENT_FALLBACK, model, failure)
+                        if not pending:
+                            raise
                         break
                     if kind is FailureKind.CALLER or kind is FailureKind.CALLER_DEADLINE:
                         raise
@@ -263,7 +281,7 @@ class ChainRunner:
         messages: list[chat_pb2.ChatMessage],
         parameters: chat_pb2.GenerationParameters,
         deadline: Deadline,
-        delivered: list[str],
+        delivered: StreamProgress,
     ) -> AsyncIterator[GenerationEvent]:
         started = time.monotonic()
         with observability.tracer.start_as_current_span(
@@ -286,16 +304,20 @@ class ChainRunner:
             summary = None
             try:
                 async for event in call:
-                    if event.HasField("delta"):
-                        if not delivered:
-                            span.set_attribute(
-                                semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                                time.monotonic() - started,
-                            )
-                        delivered.append(event.delta.text)
-                        yield Delta(event.delta.text)
-                    else:
+                    kind = event.WhichOneof("event")
+                    if kind == "summary":
                         summary = event.summary
+                        continue
+                    if kind is None:
+                        continue  # an event kind newer than this router: nothing to relay
+                    piece: Piece = getattr(event, kind)
+                    if not delivered.deltas:
+                        span.set_attribute(
+                            semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                            time.monotonic() - started,
+                        )
+                    delivered.count(piece)
+                    yield Delta(piece)
             except grpc.aio.AioRpcError as error:
                 failure = peer_failure("provider", error)
                 span.set_status(Status(StatusCode.ERROR, failure.reason))
@@ -339,6 +361,9 @@ def _note(name: str, model: CatalogModel, failure: RpcFailure, **extra: float) -
 class FailureKind(enum.Enum):
     """Whose failure it was, which decides whether the upstream's circuit hears of it."""
 
+    # The model lacks a capability the request needs (tools, images, a schema): not counted,
+    # the chain moves on to the next model.
+    MODEL_INCAPABLE = "model_incapable"
     # The caller's request was at fault (bad input): never retried, never counted.
     CALLER = "caller"
     # The caller's own deadline ran out: nothing is left to retry with, nothing counted.
@@ -352,6 +377,8 @@ class FailureKind(enum.Enum):
 
 
 def classify_failure(failure: RpcFailure, deadline: Deadline) -> FailureKind:
+    if failure.reason == CAPABILITY_UNSUPPORTED:
+        return FailureKind.MODEL_INCAPABLE
     if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
         return FailureKind.CALLER
     if failure.reason in PROVIDER_REPLICA_REASONS:
@@ -365,20 +392,13 @@ def classify_failure(failure: RpcFailure, deadline: Deadline) -> FailureKind:
     return FailureKind.COUNTED
 
 
-def interrupted_failure(cause: RpcFailure, chunks: list[str]) -> RpcFailure:
-    """A failure after text was delivered: says how much, so nothing passes for complete."""
-    delivered_chars = sum(map(len, chunks))
+def interrupted_failure(cause: RpcFailure, delivered: StreamProgress) -> RpcFailure:
+    """A failure after pieces were delivered: says how many of each, so nothing passes for
+    complete."""
     return RpcFailure(
         cause.code,
-        f"stream interrupted after {len(chunks)} deltas ({delivered_chars} characters): "
-        f"{cause.message}",
+        f"stream interrupted after {delivered.describe()}: {cause.message}",
         reason="STREAM_INTERRUPTED",
-        metadata={
-            **cause.metadata,
-            "upstream_reason": cause.reason,
-            "delivered_deltas": str(len(chunks)),
-            "delivered_chars": str(delivered_chars),
-            "delivered_tokens_estimate": str(estimate_text_tokens(delivered_chars)),
-        },
+        metadata={**cause.metadata, "upstream_reason": cause.reason, **delivered.metadata()},
         retry_after_s=cause.retry_after_s,
     )

@@ -21,19 +21,22 @@ from opentelemetry.util.types import AttributeValue
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.policy import Tenant
-from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2
 from llmmesh.router.v1 import router_pb2, router_service_pb2
 from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import FieldViolation, RpcFailure, invalid_argument
 from llmmesh_router import observability
+from llmmesh_router.answers import AnswerAssembly, replayed_pieces
 from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
 from llmmesh_router.breaker import BreakerRegistry, ProbeClaims
+from llmmesh_router.capabilities import no_capable_model, required_capabilities
 from llmmesh_router.classifiers import Classifier
 from llmmesh_router.coalescing import Coalescer, FellBehind
 from llmmesh_router.deadline import Deadline
+from llmmesh_router.idempotency import IdempotencyStore, fingerprint
 from llmmesh_router.peers import Peers, peer_failure
 from llmmesh_router.policy import AUTO_MODEL, RouterPolicy
-from llmmesh_router.quota import denial_failure
+from llmmesh_router.progress import Piece, StreamProgress
+from llmmesh_router.quota import reserve
 from llmmesh_router.routing import PRIORITY_NAMES, RouteDecision, choose_chain
 from llmmesh_router.settings import RouterSettings
 from llmmesh_router.settlement import Settler
@@ -71,6 +74,9 @@ class CompletionPipeline:
             weigh=_text_bytes, max_buffered=STREAM_BUFFER_BYTES
         )
         self._settler = Settler(peers.ratelimiter, budget_s=settings.settle_retry_budget_s)
+        self._replies: IdempotencyStore[list[Event]] = IdempotencyStore(
+            lambda events: sum(event.ByteSize() for event in events)
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._streams = 0
         self._no_streams = asyncio.Event()
@@ -85,7 +91,8 @@ class CompletionPipeline:
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncGenerator[Event, None]:
-        """The completion's events, measured: in-flight count, time to first text, duration."""
+        """The completion's events, measured: in-flight count, time to the first piece (text,
+        tool call or reasoning), duration."""
         started = time.monotonic()
         first_text_seen = False
         outcome: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: "chat"}
@@ -94,7 +101,7 @@ class CompletionPipeline:
         self._no_streams.clear()
         try:
             async for event in self._events(request, tenant, context):
-                if not first_text_seen and event.HasField("delta"):
+                if not first_text_seen and not event.HasField("summary"):
                     first_text_seen = True
                     observability.time_to_first_chunk_s.record(time.monotonic() - started)
                 if event.HasField("summary"):
@@ -126,6 +133,32 @@ class CompletionPipeline:
         )
         if violations:
             raise invalid_argument(violations)
+        if not request.client_request_id:
+            async for event in self._answer(request, tenant, context, None):
+                yield event
+            return
+        # A retry under the same id replays the first call's answer, or joins it.
+        key = self._replies.key(tenant.name, request.client_request_id)
+        request_fingerprint = fingerprint(request)
+        kept = self._replies.kept(key, request_fingerprint)
+        if kept is not None:
+            for event in kept:
+                yield event
+            return
+        self._replies.enter_stream(key, request_fingerprint)
+        try:
+            async for event in self._answer(request, tenant, context, (key, request_fingerprint)):
+                yield event
+        finally:
+            self._replies.leave_stream(key)
+
+    async def _answer(
+        self,
+        request: CompletionRequest,
+        tenant: Tenant,
+        context: grpc.aio.ServicerContext[object, object],
+        idempotency: tuple[str, str] | None,
+    ) -> AsyncIterator[Event]:
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
         request_id = uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id, tenant=tenant.name)
@@ -142,8 +175,13 @@ class CompletionPipeline:
         # a denial still wins over a hit.
         lookup = asyncio.ensure_future(self._lookup(scope, request.cache, deadline))
         try:
-            reservation_id = await self._reserve(
-                tenant, reserved_model, prompt_tokens + parameters.max_tokens, request_id, deadline
+            reservation_id = await reserve(
+                self._peers,
+                tenant,
+                reserved_model,
+                prompt_tokens + parameters.max_tokens,
+                request_id,
+                deadline,
             )
         except BaseException:
             lookup.cancel()
@@ -151,7 +189,7 @@ class CompletionPipeline:
             lookup.add_done_callback(lambda task: task.cancelled() or task.exception())
             raise
         settlement: Awaitable[None] | None = None
-        streamed_chars = 0
+        progress = StreamProgress()
         # A caller that joined another's flight cost nothing upstream.
         started_flight = True
         try:
@@ -178,41 +216,50 @@ class CompletionPipeline:
             def produce() -> AsyncGenerator[GenerationEvent, None]:
                 return self._runner.run(chain, list(request.messages), parameters, deadline)
 
-            flight = (
-                self._coalescer.stream(_coalescing_key(scope, request), produce)
-                if _coalescable(request)
-                else _as_own(produce())
-            )
-            chunks: list[str] = []
+            if idempotency is not None:
+                # Callers with one id share one flight, whatever the cache mode.
+                flight = self._coalescer.stream(f"id:{idempotency[0]}", produce)
+            elif _coalescable(request):
+                flight = self._coalescer.stream(_coalescing_key(scope, request), produce)
+            else:
+                flight = _as_own(produce())
+            relayed: list[Event] = []
+            answer = AnswerAssembly()
             try:
                 async for generated, started_here in flight:
                     started_flight = started_here
                     if isinstance(generated, Delta):
-                        chunks.append(generated.text)
-                        streamed_chars += len(generated.text)
-                        yield Event(delta=chat_pb2.TextDelta(text=generated.text))
+                        progress.count(generated.piece)
+                        answer.add(generated.piece)
+                        event = _piece_event(generated.piece)
+                        if idempotency is not None:
+                            relayed.append(event)
+                        yield event
                         continue
-                    yield Event(summary=self._summary(generated, request, request_id))
+                    closing = Event(summary=self._summary(generated, request, request_id))
+                    if idempotency is not None and started_here:
+                        self._replies.keep(*idempotency, [*relayed, closing])
+                    yield closing
                     usage = generated.summary.usage
                     used = usage.input_tokens + usage.output_tokens if started_here else 0
                     settlement = self._settler.settle(reservation_id, used)
                     if started_here and request.cache.mode != caching_pb2.CACHE_MODE_BYPASS:
-                        self._in_background(self._store(scope, chunks, generated, request.cache))
+                        self._in_background(self._store(scope, answer, generated, request.cache))
             except AllModelsFailed as failure:
                 async for event in self._degraded_or_raise(failure, scope, request_id, deadline):
                     yield event
                 settlement = self._settler.settle(reservation_id, 0)
             except FellBehind as error:
                 observability.streams_stalled.add(1)
-                raise stalled_failure(len(chunks), streamed_chars) from error
+                raise stalled_failure(progress) from error
         finally:
             if settlement is None:
                 # Failed, cancelled or stalled: what reached the router was paid for
                 # upstream; a request that produced nothing is released. Done in the
                 # background so a cancelled caller is not kept waiting.
-                if streamed_chars:
+                if progress.deltas:
                     used = (
-                        prompt_tokens + estimate_text_tokens(streamed_chars)
+                        prompt_tokens + estimate_text_tokens(progress.generated_chars)
                         if started_flight
                         else 0
                     )
@@ -242,6 +289,7 @@ class CompletionPipeline:
             known = ", ".join([AUTO_MODEL, *(m.name for m in policy.models)])
             raise invalid_argument([FieldViolation("model", f"unknown model; known: {known}")])
         priority = PRIORITY_NAMES.get(request.priority, policy.routing.default_priority)
+        needs = required_capabilities(request.messages, request.parameters)
         complexity = (
             await self._classifier.classify(list(request.messages), deadline)
             if request.model == AUTO_MODEL
@@ -254,7 +302,10 @@ class CompletionPipeline:
             complexity=complexity,
             needed_tokens=needed_tokens,
             circuit_open=lambda m: self._breakers.get(m.provider, m.upstream_model).is_open(),
+            needs=needs,
         )
+        if decision.candidates and len(decision.skipped_for_capability) == len(decision.candidates):
+            raise no_capable_model(needs, decision.candidates)
         if not decision.chain and not decision.skipped_for_circuit:
             largest = max(m.context_window for m in policy.models)
             raise RpcFailure(
@@ -269,6 +320,7 @@ class CompletionPipeline:
             semconv.ROUTE_COMPLEXITY: decision.complexity.level if decision.complexity else "",
             semconv.ROUTE_CHAIN: [m.name for m in decision.chain],
             semconv.ROUTE_SKIPPED_CIRCUIT_OPEN: list(decision.skipped_for_circuit),
+            semconv.ROUTE_SKIPPED_INCAPABLE: list(decision.skipped_for_capability),
         }
         observability.annotate(route)
         log.info("route", **route)
@@ -282,33 +334,6 @@ class CompletionPipeline:
         if effective.max_tokens == 0:
             effective.max_tokens = self._settings.default_max_tokens
         return effective
-
-    async def _reserve(
-        self, tenant: Tenant, model: str, estimate: int, request_id: str, deadline: Deadline
-    ) -> str:
-        try:
-            response = await self._peers.ratelimiter.Reserve(
-                ratelimit_service_pb2.ReserveRequest(
-                    tenant=tenant.name, model=model, estimated_tokens=estimate,
-                    request_id=request_id,
-                ),
-                timeout=deadline.remaining_s(),
-            )  # fmt: skip
-        except grpc.aio.AioRpcError as error:
-            raise peer_failure("ratelimiter", error) from error
-        allowed = response.decision == ratelimit_pb2.DECISION_ALLOW
-        observability.annotate(
-            {
-                semconv.RATELIMIT_DECISION: "allow" if allowed else "deny",
-                semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit,
-            }
-        )
-        if not allowed:
-            observability.ratelimit_denials.add(
-                1, {semconv.RATELIMIT_DENIED_LIMIT: response.denied_limit}
-            )
-            raise denial_failure(response, tenant.name, model)
-        return str(response.reservation_id)
 
     async def _lookup(
         self,
@@ -367,28 +392,30 @@ class CompletionPipeline:
     async def _replay(
         self, hit: cache_service_pb2.LookupResponse, request_id: str, *, degraded: bool
     ) -> AsyncIterator[Event]:
-        for chunk in hit.answer.chunks:
-            yield Event(delta=chat_pb2.TextDelta(text=chunk))
+        for piece in replayed_pieces(hit.answer):
+            yield _piece_event(piece)
         yield Event(
             summary=router_pb2.CompletionSummary(
                 model=hit.answer.model, provider=hit.answer.provider,
                 finish_reason=hit.answer.finish_reason, usage=hit.answer.usage,
                 cache_status=hit.status, attempts=0, cost_usd=0.0, request_id=request_id,
                 degraded=degraded, cache_similarity=hit.similarity,
+                stop_sequence=hit.answer.stop_sequence,
             )
         )  # fmt: skip
 
     async def _store(
         self,
         scope: cache_pb2.CacheScope,
-        chunks: list[str],
+        assembly: AnswerAssembly,
         finished: Finished,
         control: router_pb2.CacheControl,
     ) -> None:
         answer = cache_pb2.CachedAnswer(
-            chunks=chunks, finish_reason=finished.summary.finish_reason,
+            chunks=assembly.chunks, finish_reason=finished.summary.finish_reason,
             usage=finished.summary.usage, model=finished.model.name,
-            provider=finished.model.provider,
+            provider=finished.model.provider, tool_calls=assembly.tool_calls(),
+            reasoning=assembly.reasoning_part(), stop_sequence=finished.summary.stop_sequence,
         )  # fmt: skip
         try:
             await self._peers.cache.Store(
@@ -421,7 +448,8 @@ class CompletionPipeline:
             ),
             attempts=finished.attempts,
             cost_usd=finished.model.cost_usd(usage.input_tokens, usage.output_tokens),
-            request_id=request_id,
+            request_id=request_id, stop_sequence=finished.summary.stop_sequence,
+            ignored_parameters=finished.summary.ignored_parameters,
         )  # fmt: skip
 
 
@@ -453,8 +481,21 @@ def _record_summary(summary: router_pb2.CompletionSummary) -> dict[str, Attribut
     return attributes
 
 
+def _piece_event(piece: Piece) -> Event:
+    if isinstance(piece, chat_pb2.TextDelta):
+        return Event(delta=piece)
+    if isinstance(piece, chat_pb2.ToolCallDelta):
+        return Event(tool_call=piece)
+    return Event(reasoning=piece)
+
+
 def _text_bytes(event: GenerationEvent) -> int:
-    return len(event.text.encode()) if isinstance(event, Delta) else 0
+    """What a shared flight holds of an event: the bytes of its piece, whatever its kind."""
+    if not isinstance(event, Delta):
+        return 0
+    if isinstance(event.piece, chat_pb2.TextDelta):
+        return len(event.piece.text.encode())
+    return event.piece.ByteSize()
 
 
 async def _as_own(

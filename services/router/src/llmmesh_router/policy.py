@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from llmmesh.policy import StrictModel, Tenant, parse_section
+from llmmesh.policy import Capability, StrictModel, Tenant, parse_section
 
 AUTO_MODEL = "auto"
 
@@ -26,7 +26,8 @@ class CatalogModel(StrictModel):
     quality: int = pydantic.Field(default=5, ge=1, le=10)
     # Expected output speed, used by the "speed" priority.
     speed_tokens_per_s: float = pydantic.Field(default=50.0, gt=0)
-    capabilities: list[str] = pydantic.Field(default_factory=list)
+    # What the model supports; an unknown name fails at start.
+    capabilities: list[Capability] = pydantic.Field(default_factory=list)
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (

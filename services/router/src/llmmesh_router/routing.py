@@ -3,7 +3,9 @@
 An explicit model is honoured as given, followed only by the fallbacks the policy names
 for it. "auto" ranks the catalog by the request's priority among models strong enough for
 the prompt's complexity, then lists the others as last resorts. Either way the chain
-skips models whose context window cannot hold the request and models whose circuit is open.
+skips models that lack a capability the request needs (tools, a JSON schema, images,
+reasoning), models whose context window cannot hold the request and models whose circuit
+is open.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from llmmesh.policy import Capability
 from llmmesh.router.v1 import router_pb2
+from llmmesh_router.capabilities import missing_capabilities
 from llmmesh_router.complexity import Complexity
 from llmmesh_router.policy import AUTO_MODEL, CatalogModel, RouterPolicy
 
@@ -30,6 +34,9 @@ class RouteDecision:
     complexity: Complexity | None
     skipped_for_context: tuple[str, ...]
     skipped_for_circuit: tuple[str, ...]
+    skipped_for_capability: tuple[str, ...] = ()
+    # Every model considered before any was skipped, for an error that names them.
+    candidates: tuple[CatalogModel, ...] = ()
 
 
 def _blended_price(model: CatalogModel) -> float:
@@ -64,6 +71,7 @@ def choose_chain(
     complexity: Complexity | None,
     needed_tokens: int,
     circuit_open: Callable[[CatalogModel], bool],
+    needs: Sequence[Capability] = (),
 ) -> RouteDecision:
     """The ordered chain for one request; empty when nothing can serve it now."""
     if requested_model == AUTO_MODEL:
@@ -81,22 +89,28 @@ def choose_chain(
             m for name in policy.routing.fallbacks.get(requested_model, [])
             if (m := policy.model(name)) is not None
         ]  # fmt: skip
-    too_small = tuple(m.name for m in candidates if m.context_window < needed_tokens)
-    fitting = [m for m in candidates if m.context_window >= needed_tokens]
+    incapable = tuple(m.name for m in candidates if missing_capabilities(m, needs))
+    capable = [m for m in candidates if m.name not in incapable]
+    too_small = tuple(m.name for m in capable if m.context_window < needed_tokens)
+    fitting = [m for m in capable if m.context_window >= needed_tokens]
     open_circuits = tuple(m.name for m in fitting if circuit_open(m))
     chain = tuple(m for m in fitting if m.name not in open_circuits)
-    return RouteDecision(chain, priority, complexity, too_small, open_circuits)
+    return RouteDecision(
+        chain, priority, complexity, too_small, open_circuits, incapable, tuple(candidates)
+    )
 
 
 def larger_window_models(
-    policy: RouterPolicy, than: CatalogModel, exclude: set[str]
+    policy: RouterPolicy, than: CatalogModel, exclude: set[str], needs: Sequence[Capability] = ()
 ) -> list[CatalogModel]:
-    """Models able to take a prompt that overflowed `than`, smallest window first."""
+    """Capable models able to take a prompt that overflowed `than`, smallest window first."""
     return sorted(
         (
             m
             for m in policy.models
-            if m.context_window > than.context_window and m.name not in exclude
+            if m.context_window > than.context_window
+            and m.name not in exclude
+            and not missing_capabilities(m, needs)
         ),
         key=lambda m: (m.context_window, _blended_price(m)),
     )

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 from typing import TypeAlias
 
+import grpc
 import grpc.aio
 
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
+from llmmesh_router.answers import AnswerAssembly
 from llmmesh_router.auth import ApiKeyAuthenticator
 from llmmesh_router.completion import CompletionPipeline
+from llmmesh_router.embedding import EmbeddingPipeline
 from llmmesh_router.policy import RouterPolicy
 from llmmesh_router.stalls import write_all
 
@@ -18,9 +21,15 @@ Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
     def __init__(
-        self, policy: RouterPolicy, pipeline: CompletionPipeline, *, stall_timeout_s: float
+        self,
+        policy: RouterPolicy,
+        pipeline: CompletionPipeline,
+        embeddings: EmbeddingPipeline,
+        *,
+        stall_timeout_s: float,
     ) -> None:
         self._policy = policy
+        self._embeddings = embeddings
         self._stall_timeout_s = stall_timeout_s
         self._authenticator = ApiKeyAuthenticator(policy.tenants)
         self._pipeline = pipeline
@@ -29,6 +38,7 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
         self._policy = policy
         self._authenticator = ApiKeyAuthenticator(policy.tenants)
         self._pipeline.replace_policy(policy)
+        self._embeddings.replace_policy(policy)
 
     async def StreamComplete(  # type: ignore[override]  # writes instead of yielding
         self, request: router_service_pb2.StreamCompleteRequest, context: Context
@@ -45,13 +55,16 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
     ) -> router_service_pb2.CompleteResponse:
         tenant = self._authenticator.authenticate(context.invocation_metadata() or ())
         response = router_service_pb2.CompleteResponse()
-        parts = []
+        answer = AnswerAssembly()
         async for event in self._pipeline.stream(request, tenant, context):
-            if event.HasField("summary"):
+            kind = event.WhichOneof("event")
+            if kind == "summary":
                 response.summary.CopyFrom(event.summary)
-            else:
-                parts.append(event.delta.text)
-        response.text = "".join(parts)
+            elif kind is not None:
+                answer.add(getattr(event, kind))
+        response.text = answer.text
+        response.tool_calls.extend(answer.tool_calls())
+        response.reasoning = answer.reasoning
         return response
 
     async def ListModels(
@@ -71,3 +84,9 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
                 for m in self._policy.models
             ]
         )
+
+    async def Embed(
+        self, request: router_service_pb2.EmbedRequest, context: Context
+    ) -> router_service_pb2.EmbedResponse:
+        tenant = self._authenticator.authenticate(context.invocation_metadata() or ())
+        return await self._embeddings.embed(request, tenant, context)

@@ -21,22 +21,19 @@ import structlog
 from llmmesh.router.v1 import router_service_pb2
 from llmmesh.runtime.errors import RpcFailure
 from llmmesh_router import observability
+from llmmesh_router.progress import StreamProgress
 
 log = structlog.get_logger(__name__)
 
 STREAM_BUFFER_BYTES = 64 * 1024
 
 
-def stalled_failure(delivered_deltas: int, delivered_chars: int) -> RpcFailure:
+def stalled_failure(delivered: StreamProgress) -> RpcFailure:
     return RpcFailure(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"the caller stopped reading; the stream ended after {delivered_deltas} deltas "
-        f"({delivered_chars} characters)",
+        f"the caller stopped reading; the stream ended after {delivered.describe()}",
         reason="STREAM_STALLED",
-        metadata={
-            "delivered_deltas": str(delivered_deltas),
-            "delivered_chars": str(delivered_chars),
-        },
+        metadata=delivered.metadata(),
     )
 
 
@@ -46,15 +43,17 @@ async def write_all(
     stall_timeout_s: float,
 ) -> None:
     """Writes every event, each within the stall timeout."""
-    deltas = chars = 0
+    delivered = StreamProgress()
     async for event in events:
         try:
             async with asyncio.timeout(stall_timeout_s):
                 await context.write(event)
         except TimeoutError:
             observability.streams_stalled.add(1)
-            log.warning("stream_stalled", stall_timeout_s=stall_timeout_s, delivered_deltas=deltas)
-            raise stalled_failure(deltas, chars) from None
-        if event.HasField("delta"):
-            deltas += 1
-            chars += len(event.delta.text)
+            log.warning(
+                "stream_stalled", stall_timeout_s=stall_timeout_s, delivered_deltas=delivered.deltas
+            )
+            raise stalled_failure(delivered) from None
+        kind = event.WhichOneof("event")
+        if kind is not None and kind != "summary":
+            delivered.count(getattr(event, kind))

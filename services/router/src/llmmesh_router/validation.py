@@ -10,6 +10,7 @@ from __future__ import annotations
 from llmmesh.router.v1 import router_pb2, router_service_pb2
 from llmmesh.runtime.errors import FieldViolation
 from llmmesh.validation import (
+    attribution_violations,
     conversation_violations,
     list_length_violations,
     sampling_violations,
@@ -20,6 +21,8 @@ CompletionRequest = router_service_pb2.CompleteRequest | router_service_pb2.Stre
 
 _KNOWN_PRIORITIES = set(router_pb2.Priority.values())
 
+
+MAX_CLIENT_REQUEST_ID_CHARS = 128
 
 # The default bound on every list of a request (messages, stop sequences, tools).
 MAX_LIST_ITEMS = 2048
@@ -37,8 +40,9 @@ def find_violations(
     if not request.model:
         violations.append(FieldViolation("model", 'required: a catalog model name or "auto"'))
     violations.extend(conversation_violations(request.messages))
-    violations.extend(_size_violations(request, max_prompt_bytes))
+    violations.extend(size_violations(request, max_prompt_bytes))
     violations.extend(sampling_violations(request.parameters))
+    violations.extend(caller_field_violations(request))
     if request.priority not in _KNOWN_PRIORITIES:
         violations.append(FieldViolation("priority", "unknown priority"))
     if request.cache.HasField("similarity_threshold") and not (
@@ -48,7 +52,10 @@ def find_violations(
     return violations
 
 
-def _size_violations(request: CompletionRequest, max_prompt_bytes: int) -> list[FieldViolation]:
+def size_violations(
+    request: CompletionRequest | router_service_pb2.EmbedRequest, max_prompt_bytes: int
+) -> list[FieldViolation]:
+    """One budget over all the text of a request, named by the field that holds the most."""
     sizes = text_bytes_by_field(request)
     total = sum(sizes.values())
     if total <= max_prompt_bytes:
@@ -61,3 +68,17 @@ def _size_violations(request: CompletionRequest, max_prompt_bytes: int) -> list[
             f"the limit is {max_prompt_bytes}",
         )
     ]
+
+
+def caller_field_violations(
+    request: CompletionRequest | router_service_pb2.EmbedRequest,
+) -> list[FieldViolation]:
+    """The fields every router request carries for its caller: attribution and request id."""
+    violations = attribution_violations(request.attribution)
+    if len(request.client_request_id) > MAX_CLIENT_REQUEST_ID_CHARS:
+        violations.append(
+            FieldViolation(
+                "client_request_id", f"longer than {MAX_CLIENT_REQUEST_ID_CHARS} characters"
+            )
+        )
+    return violations

@@ -11,10 +11,12 @@ from llmmesh_router import observability
 from llmmesh_router.breaker import BreakerRegistry, BreakerSettings
 from llmmesh_router.classifiers import Classifier, HeuristicClassifier, ModelClassifier
 from llmmesh_router.completion import CompletionPipeline
+from llmmesh_router.embedding import EmbeddingPipeline
 from llmmesh_router.peers import Peers
 from llmmesh_router.policy import RouterPolicy, load_router_policy
 from llmmesh_router.servicer import RouterServicer
 from llmmesh_router.settings import RouterSettings
+from llmmesh_router.settlement import Settler
 
 if TYPE_CHECKING:
     from llmmesh_router.breaker_sync import RedisBreakerSync
@@ -50,7 +52,12 @@ async def build_servicer(settings: RouterSettings, policy_document: dict[str, An
     pipeline = CompletionPipeline(
         policy, peers, settings, breakers, build_classifier(policy, peers), probe_claims=sync
     )
-    servicer = RouterServicer(policy, pipeline, stall_timeout_s=settings.stall_timeout_s)
+    embeddings = EmbeddingPipeline(
+        policy, peers, settings, Settler(peers.ratelimiter, budget_s=settings.settle_retry_budget_s)
+    )
+    servicer = RouterServicer(
+        policy, pipeline, embeddings, stall_timeout_s=settings.stall_timeout_s
+    )
     return Wiring(
         servicer=servicer,
         dependency_checks=[peers.all_serving],

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmmesh.common.v1 import chat_pb2 as llmmesh_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmmesh/cache/v1/cache.proto\x12\x10llmmesh.cache.v1\x1a\x1cllmmesh/common/v1/chat.proto\"\xce\x01\n\x0c\x43\x61\x63hedAnswer\x12\x16\n\x06\x63hunks\x18\x01 \x03(\tR\x06\x63hunks\x12\x44\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1f.llmmesh.common.v1.FinishReasonR\x0c\x66inishReason\x12.\n\x05usage\x18\x03 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\"\xbf\x01\n\nCacheScope\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12:\n\x08messages\x18\x03 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x04 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparametersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmmesh/cache/v1/cache.proto\x12\x10llmmesh.cache.v1\x1a\x1cllmmesh/common/v1/chat.proto\"\xef\x02\n\x0c\x43\x61\x63hedAnswer\x12\x16\n\x06\x63hunks\x18\x01 \x03(\tR\x06\x63hunks\x12\x44\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1f.llmmesh.common.v1.FinishReasonR\x0c\x66inishReason\x12.\n\x05usage\x18\x03 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\x12:\n\ntool_calls\x18\x06 \x03(\x0b\x32\x1b.llmmesh.common.v1.ToolCallR\ttoolCalls\x12>\n\treasoning\x18\x07 \x01(\x0b\x32 .llmmesh.common.v1.ReasoningPartR\treasoning\x12#\n\rstop_sequence\x18\x08 \x01(\tR\x0cstopSequence\"\xbf\x01\n\nCacheScope\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12:\n\x08messages\x18\x03 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x04 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparametersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.cache.v1.cache_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CACHEDANSWER']._serialized_start=81
-  _globals['_CACHEDANSWER']._serialized_end=287
-  _globals['_CACHESCOPE']._serialized_start=290
-  _globals['_CACHESCOPE']._serialized_end=481
+  _globals['_CACHEDANSWER']._serialized_end=448
+  _globals['_CACHESCOPE']._serialized_start=451
+  _globals['_CACHESCOPE']._serialized_end=642
 # @@protoc_insertion_point(module_scope)

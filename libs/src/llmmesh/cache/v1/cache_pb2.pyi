@@ -30,12 +30,17 @@ class CachedAnswer(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
     finish_reason: _chat_pb2.FinishReason.ValueType
     """Why generation stopped."""
     model: _builtins.str
     """Catalog name of the model that produced the answer."""
     provider: _builtins.str
     """Provider instance that produced the answer."""
+    stop_sequence: _builtins.str
+    """The stop sequence that ended the answer, where the provider said which."""
     @_builtins.property
     def chunks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The answer text in its original chunking, so a hit replays as the stream did."""
@@ -43,6 +48,16 @@ class CachedAnswer(_message.Message):
     @_builtins.property
     def usage(self) -> _chat_pb2.Usage:
         """Tokens the original generation consumed."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolCall]:
+        """The tool calls the answer made, in index order, each whole; a hit replays each as one
+        tool-call delta after the text.
+        """
+
+    @_builtins.property
+    def reasoning(self) -> _chat_pb2.ReasoningPart:
+        """The model's reasoning, kept apart from the text; a hit replays it first."""
 
     def __init__(
         self,
@@ -52,10 +67,13 @@ class CachedAnswer(_message.Message):
         usage: _chat_pb2.Usage | None = ...,
         model: _builtins.str = ...,
         provider: _builtins.str = ...,
+        tool_calls: _abc.Iterable[_chat_pb2.ToolCall] | None = ...,
+        reasoning: _chat_pb2.ReasoningPart | None = ...,
+        stop_sequence: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reasoning", b"reasoning", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "finish_reason", b"finish_reason", "model", b"model", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "finish_reason", b"finish_reason", "model", b"model", "provider", b"provider", "reasoning", b"reasoning", "stop_sequence", b"stop_sequence", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,29 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmmesh/common/v1/chat.proto\x12\x11llmmesh.common.v1\"h\n\x0b\x43hatMessage\x12+\n\x04role\x18\x01 \x01(\x0e\x32\x17.llmmesh.common.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\"|\n\x0eToolDefinition\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x34\n\x16parameters_json_schema\x18\x03 \x01(\tR\x14parametersJsonSchema\"l\n\x0eResponseFormat\x12\x39\n\x04type\x18\x01 \x01(\x0e\x32%.llmmesh.common.v1.ResponseFormatTypeR\x04type\x12\x1f\n\x0bjson_schema\x18\x02 \x01(\tR\njsonSchema\"\xcb\x02\n\x14GenerationParameters\x12%\n\x0btemperature\x18\x01 \x01(\x02H\x00R\x0btemperature\x88\x01\x01\x12\x18\n\x05top_p\x18\x02 \x01(\x02H\x01R\x04topP\x88\x01\x01\x12\x1d\n\nmax_tokens\x18\x03 \x01(\x05R\tmaxTokens\x12\x12\n\x04stop\x18\x04 \x03(\tR\x04stop\x12\x37\n\x05tools\x18\x05 \x03(\x0b\x32!.llmmesh.common.v1.ToolDefinitionR\x05tools\x12J\n\x0fresponse_format\x18\x06 \x01(\x0b\x32!.llmmesh.common.v1.ResponseFormatR\x0eresponseFormat\x12\x17\n\x04seed\x18\x07 \x01(\x03H\x02R\x04seed\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x7f\n\x05Usage\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12.\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03R\x11\x63\x61\x63hedInputTokens\"\x1f\n\tTextDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmmesh/common/v1/chat.proto\x12\x11llmmesh.common.v1\"\xfc\x01\n\x0b\x43hatMessage\x12+\n\x04role\x18\x01 \x01(\x0e\x32\x17.llmmesh.common.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12\x34\n\x05parts\x18\x04 \x03(\x0b\x32\x1e.llmmesh.common.v1.ContentPartR\x05parts\x12:\n\ntool_calls\x18\x05 \x03(\x0b\x32\x1b.llmmesh.common.v1.ToolCallR\ttoolCalls\x12 \n\x0ctool_call_id\x18\x06 \x01(\tR\ntoolCallId\"\xa3\x01\n\x0b\x43ontentPart\x12\x14\n\x04text\x18\x01 \x01(\tH\x00R\x04text\x12\x34\n\x05image\x18\x02 \x01(\x0b\x32\x1c.llmmesh.common.v1.ImagePartH\x00R\x05image\x12@\n\treasoning\x18\x03 \x01(\x0b\x32 .llmmesh.common.v1.ReasoningPartH\x00R\treasoningB\x06\n\x04part\"^\n\tImagePart\x12\x12\n\x03url\x18\x01 \x01(\tH\x00R\x03url\x12\x14\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00R\x04\x64\x61ta\x12\x1d\n\nmedia_type\x18\x03 \x01(\tR\tmediaTypeB\x08\n\x06source\"A\n\rReasoningPart\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x1c\n\tsignature\x18\x02 \x01(\tR\tsignature\"U\n\x08ToolCall\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"\x94\x01\n\x0eToolDefinition\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x34\n\x16parameters_json_schema\x18\x03 \x01(\tR\x14parametersJsonSchema\x12\x16\n\x06strict\x18\x04 \x01(\x08R\x06strict\"W\n\nToolChoice\x12\x35\n\x04mode\x18\x01 \x01(\x0e\x32!.llmmesh.common.v1.ToolChoiceModeR\x04mode\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"\xa8\x01\n\x0eResponseFormat\x12\x39\n\x04type\x18\x01 \x01(\x0e\x32%.llmmesh.common.v1.ResponseFormatTypeR\x04type\x12\x1f\n\x0bjson_schema\x18\x02 \x01(\tR\njsonSchema\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12\x1b\n\x06strict\x18\x04 \x01(\x08H\x00R\x06strict\x88\x01\x01\x42\t\n\x07_strict\"\xcb\x04\n\x14GenerationParameters\x12%\n\x0btemperature\x18\x01 \x01(\x02H\x00R\x0btemperature\x88\x01\x01\x12\x18\n\x05top_p\x18\x02 \x01(\x02H\x01R\x04topP\x88\x01\x01\x12\x1d\n\nmax_tokens\x18\x03 \x01(\x05R\tmaxTokens\x12\x12\n\x04stop\x18\x04 \x03(\tR\x04stop\x12\x37\n\x05tools\x18\x05 \x03(\x0b\x32!.llmmesh.common.v1.ToolDefinitionR\x05tools\x12J\n\x0fresponse_format\x18\x06 \x01(\x0b\x32!.llmmesh.common.v1.ResponseFormatR\x0eresponseFormat\x12\x17\n\x04seed\x18\x07 \x01(\x03H\x02R\x04seed\x88\x01\x01\x12>\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1d.llmmesh.common.v1.ToolChoiceR\ntoolChoice\x12\x33\n\x13parallel_tool_calls\x18\t \x01(\x08H\x03R\x11parallelToolCalls\x88\x01\x01\x12\x18\n\x05top_k\x18\n \x01(\x05H\x04R\x04topK\x88\x01\x01\x12M\n\x10reasoning_effort\x18\x0b \x01(\x0e\x32\".llmmesh.common.v1.ReasoningEffortR\x0freasoningEffortB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x16\n\x14_parallel_tool_callsB\x08\n\x06_top_k\"\x98\x01\n\x0b\x41ttribution\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12<\n\x04tags\x18\x02 \x03(\x0b\x32(.llmmesh.common.v1.Attribution.TagsEntryR\x04tags\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xe3\x01\n\x05Usage\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12.\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03R\x11\x63\x61\x63hedInputTokens\x12\x37\n\x18\x63\x61\x63he_write_input_tokens\x18\x04 \x01(\x03R\x15\x63\x61\x63heWriteInputTokens\x12)\n\x10reasoning_tokens\x18\x05 \x01(\x03R\x0freasoningTokens\"\x1f\n\tTextDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"x\n\rToolCallDelta\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12-\n\x12\x61rguments_fragment\x18\x04 \x01(\tR\x11\x61rgumentsFragment\"B\n\x0eReasoningDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x1c\n\tsignature\x18\x02 \x01(\tR\tsignature*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xa3\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1a\n\x16TOOL_CHOICE_MODE_NAMED\x10\x04*\xbe\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n\x18REASONING_EFFORT_MINIMAL\x10\x02\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x03\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x04\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x05*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.common.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=889
-  _globals['_ROLE']._serialized_end=984
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=987
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=1152
-  _globals['_FINISHREASON']._serialized_start=1155
-  _globals['_FINISHREASON']._serialized_end=1314
-  _globals['_CHATMESSAGE']._serialized_start=51
-  _globals['_CHATMESSAGE']._serialized_end=155
-  _globals['_TOOLDEFINITION']._serialized_start=157
-  _globals['_TOOLDEFINITION']._serialized_end=281
-  _globals['_RESPONSEFORMAT']._serialized_start=283
-  _globals['_RESPONSEFORMAT']._serialized_end=391
-  _globals['_GENERATIONPARAMETERS']._serialized_start=394
-  _globals['_GENERATIONPARAMETERS']._serialized_end=725
-  _globals['_USAGE']._serialized_start=727
-  _globals['_USAGE']._serialized_end=854
-  _globals['_TEXTDELTA']._serialized_start=856
-  _globals['_TEXTDELTA']._serialized_end=887
+  _globals['_ATTRIBUTION_TAGSENTRY']._loaded_options = None
+  _globals['_ATTRIBUTION_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_ROLE']._serialized_start=2331
+  _globals['_ROLE']._serialized_end=2426
+  _globals['_TOOLCHOICEMODE']._serialized_start=2429
+  _globals['_TOOLCHOICEMODE']._serialized_end=2592
+  _globals['_REASONINGEFFORT']._serialized_start=2595
+  _globals['_REASONINGEFFORT']._serialized_end=2785
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2788
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2953
+  _globals['_FINISHREASON']._serialized_start=2956
+  _globals['_FINISHREASON']._serialized_end=3115
+  _globals['_CHATMESSAGE']._serialized_start=52
+  _globals['_CHATMESSAGE']._serialized_end=304
+  _globals['_CONTENTPART']._serialized_start=307
+  _globals['_CONTENTPART']._serialized_end=470
+  _globals['_IMAGEPART']._serialized_start=472
+  _globals['_IMAGEPART']._serialized_end=566
+  _globals['_REASONINGPART']._serialized_start=568
+  _globals['_REASONINGPART']._serialized_end=633
+  _globals['_TOOLCALL']._serialized_start=635
+  _globals['_TOOLCALL']._serialized_end=720
+  _globals['_TOOLDEFINITION']._serialized_start=723
+  _globals['_TOOLDEFINITION']._serialized_end=871
+  _globals['_TOOLCHOICE']._serialized_start=873
+  _globals['_TOOLCHOICE']._serialized_end=960
+  _globals['_RESPONSEFORMAT']._serialized_start=963
+  _globals['_RESPONSEFORMAT']._serialized_end=1131
+  _globals['_GENERATIONPARAMETERS']._serialized_start=1134
+  _globals['_GENERATIONPARAMETERS']._serialized_end=1721
+  _globals['_ATTRIBUTION']._serialized_start=1724
+  _globals['_ATTRIBUTION']._serialized_end=1876
+  _globals['_ATTRIBUTION_TAGSENTRY']._serialized_start=1821
+  _globals['_ATTRIBUTION_TAGSENTRY']._serialized_end=1876
+  _globals['_USAGE']._serialized_start=1879
+  _globals['_USAGE']._serialized_end=2106
+  _globals['_TEXTDELTA']._serialized_start=2108
+  _globals['_TEXTDELTA']._serialized_end=2139
+  _globals['_TOOLCALLDELTA']._serialized_start=2141
+  _globals['_TOOLCALLDELTA']._serialized_end=2261
+  _globals['_REASONINGDELTA']._serialized_start=2263
+  _globals['_REASONINGDELTA']._serialized_end=2329
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmmesh.common.v1 import chat_pb2 as llmmesh_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"llmmesh/provider/v1/provider.proto\x12\x13llmmesh.provider.v1\x1a\x1cllmmesh/common/v1/chat.proto\"\xe0\x01\n\x11GenerationSummary\x12\x44\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.llmmesh.common.v1.FinishReasonR\x0c\x66inishReason\x12.\n\x05usage\x18\x02 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12.\n\x13provider_request_id\x18\x03 \x01(\tR\x11providerRequestId\x12%\n\x0eresponse_model\x18\x04 \x01(\tR\rresponseModel\"#\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\"[\n\rProviderModel\x12\x1a\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x18\n\x07\x62\x61\x63kend\x18\x02 \x01(\tR\x07\x62\x61\x63kend\x12\x14\n\x05model\x18\x03 \x01(\tR\x05modelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"llmmesh/provider/v1/provider.proto\x12\x13llmmesh.provider.v1\x1a\x1cllmmesh/common/v1/chat.proto\"\xb4\x02\n\x11GenerationSummary\x12\x44\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.llmmesh.common.v1.FinishReasonR\x0c\x66inishReason\x12.\n\x05usage\x18\x02 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12.\n\x13provider_request_id\x18\x03 \x01(\tR\x11providerRequestId\x12%\n\x0eresponse_model\x18\x04 \x01(\tR\rresponseModel\x12#\n\rstop_sequence\x18\x05 \x01(\tR\x0cstopSequence\x12-\n\x12ignored_parameters\x18\x06 \x03(\tR\x11ignoredParameters\"#\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\"[\n\rProviderModel\x12\x1a\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x18\n\x07\x62\x61\x63kend\x18\x02 \x01(\tR\x07\x62\x61\x63kend\x12\x14\n\x05model\x18\x03 \x01(\tR\x05modelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.provider.v1.provide
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATIONSUMMARY']._serialized_start=90
-  _globals['_GENERATIONSUMMARY']._serialized_end=314
-  _globals['_EMBEDDING']._serialized_start=316
-  _globals['_EMBEDDING']._serialized_end=351
-  _globals['_PROVIDERMODEL']._serialized_start=353
-  _globals['_PROVIDERMODEL']._serialized_end=444
+  _globals['_GENERATIONSUMMARY']._serialized_end=398
+  _globals['_EMBEDDING']._serialized_start=400
+  _globals['_EMBEDDING']._serialized_end=435
+  _globals['_PROVIDERMODEL']._serialized_start=437
+  _globals['_PROVIDERMODEL']._serialized_end=528
 # @@protoc_insertion_point(module_scope)

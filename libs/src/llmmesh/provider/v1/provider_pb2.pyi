@@ -29,15 +29,25 @@ class GenerationSummary(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     PROVIDER_REQUEST_ID_FIELD_NUMBER: _builtins.int
     RESPONSE_MODEL_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
+    IGNORED_PARAMETERS_FIELD_NUMBER: _builtins.int
     finish_reason: _chat_pb2.FinishReason.ValueType
     """Why generation stopped."""
     provider_request_id: _builtins.str
     """The provider's id for the request, for support cases."""
     response_model: _builtins.str
     """The model that actually answered, as the provider named it."""
+    stop_sequence: _builtins.str
+    """The stop sequence that ended the answer, where the provider says which."""
     @_builtins.property
     def usage(self) -> _chat_pb2.Usage:
         """Tokens consumed, as the provider reported them."""
+
+    @_builtins.property
+    def ignored_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Request parameters the backend cannot honour and left out, by field path (for example
+        "parameters.seed"); only parameters the backend documents as safe to drop appear here.
+        """
 
     def __init__(
         self,
@@ -46,10 +56,12 @@ class GenerationSummary(_message.Message):
         usage: _chat_pb2.Usage | None = ...,
         provider_request_id: _builtins.str = ...,
         response_model: _builtins.str = ...,
+        stop_sequence: _builtins.str = ...,
+        ignored_parameters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "provider_request_id", b"provider_request_id", "response_model", b"response_model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "ignored_parameters", b"ignored_parameters", "provider_request_id", b"provider_request_id", "response_model", b"response_model", "stop_sequence", b"stop_sequence", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,6 +30,7 @@ class GenerateRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_FIELD_NUMBER: _builtins.int
     instance: _builtins.str
     """Configured provider instance name."""
     model: _builtins.str
@@ -42,6 +43,10 @@ class GenerateRequest(_message.Message):
     def parameters(self) -> _chat_pb2.GenerationParameters:
         """Sampling settings."""
 
+    @_builtins.property
+    def attribution(self) -> _chat_pb2.Attribution:
+        """On whose behalf the request runs."""
+
     def __init__(
         self,
         *,
@@ -49,10 +54,11 @@ class GenerateRequest(_message.Message):
         model: _builtins.str = ...,
         messages: _abc.Iterable[_chat_pb2.ChatMessage] | None = ...,
         parameters: _chat_pb2.GenerationParameters | None = ...,
+        attribution: _chat_pb2.Attribution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "messages", b"messages", "model", b"model", "parameters", b"parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "instance", b"instance", "messages", b"messages", "model", b"model", "parameters", b"parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -60,12 +66,16 @@ Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 
 @_typing.final
 class GenerateResponse(_message.Message):
-    """GenerateResponse is one event of a generation: text, then a summary."""
+    """GenerateResponse is one event of a generation: text, tool-call and reasoning pieces as
+    they arrive, then a summary.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DELTA_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def delta(self) -> _chat_pb2.TextDelta:
         """A piece of answer text."""
@@ -74,17 +84,27 @@ class GenerateResponse(_message.Message):
     def summary(self) -> _provider_pb2.GenerationSummary:
         """The last message of a successful generation."""
 
+    @_builtins.property
+    def tool_call(self) -> _chat_pb2.ToolCallDelta:
+        """A piece of a tool call."""
+
+    @_builtins.property
+    def reasoning(self) -> _chat_pb2.ReasoningDelta:
+        """A piece of the model's reasoning."""
+
     def __init__(
         self,
         *,
         delta: _chat_pb2.TextDelta | None = ...,
         summary: _provider_pb2.GenerationSummary | None = ...,
+        tool_call: _chat_pb2.ToolCallDelta | None = ...,
+        reasoning: _chat_pb2.ReasoningDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "reasoning", b"reasoning", "summary", b"summary", "tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "reasoning", b"reasoning", "summary", b"summary", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "summary", "tool_call", "reasoning"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -99,10 +119,13 @@ class EmbedRequest(_message.Message):
     INSTANCE_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
     instance: _builtins.str
     """Configured embedding instance name; empty means the default embedder."""
     model: _builtins.str
     """Upstream embedding model; empty means the instance's default."""
+    dimensions: _builtins.int
+    """Vector length, for models that can shorten their vectors; unset means the instance's."""
     @_builtins.property
     def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Texts to embed."""
@@ -113,12 +136,15 @@ class EmbedRequest(_message.Message):
         instance: _builtins.str = ...,
         model: _builtins.str = ...,
         inputs: _abc.Iterable[_builtins.str] | None = ...,
+        dimensions: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "instance", b"instance", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "inputs", b"inputs", "instance", b"instance", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
+    _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dimensions) -> _WhichOneofReturnType__dimensions | None: ...
 
 Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
 
@@ -132,6 +158,7 @@ class EmbedResponse(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     dimensions: _builtins.int
     """Length of every vector."""
     model: _builtins.str
@@ -144,6 +171,10 @@ class EmbedResponse(_message.Message):
     def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[_provider_pb2.Embedding]:
         """The vectors."""
 
+    @_builtins.property
+    def usage(self) -> _chat_pb2.Usage:
+        """Tokens the inputs cost, where the upstream reports them."""
+
     def __init__(
         self,
         *,
@@ -151,10 +182,11 @@ class EmbedResponse(_message.Message):
         dimensions: _builtins.int = ...,
         model: _builtins.str = ...,
         backend: _builtins.str = ...,
+        usage: _chat_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "dimensions", b"dimensions", "embeddings", b"embeddings", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "dimensions", b"dimensions", "embeddings", b"embeddings", "model", b"model", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

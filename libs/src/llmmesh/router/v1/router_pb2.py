@@ -26,19 +26,23 @@ from llmmesh.common.v1 import caching_pb2 as llmmesh_dot_common_dot_v1_dot_cachi
 from llmmesh.common.v1 import chat_pb2 as llmmesh_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmmesh/router/v1/router.proto\x12\x11llmmesh.router.v1\x1a\x1fllmmesh/common/v1/caching.proto\x1a\x1cllmmesh/common/v1/chat.proto\"\xcd\x01\n\x0c\x43\x61\x63heControl\x12\x30\n\x04mode\x18\x01 \x01(\x0e\x32\x1c.llmmesh.common.v1.CacheModeR\x04mode\x12\x36\n\x14similarity_threshold\x18\x02 \x01(\x02H\x00R\x13similarityThreshold\x88\x01\x01\x12:\n\x19\x61llow_nonzero_temperature\x18\x03 \x01(\x08R\x17\x61llowNonzeroTemperatureB\x17\n\x15_similarity_threshold\"\x9b\x03\n\x11\x43ompletionSummary\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12\x44\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1f.llmmesh.common.v1.FinishReasonR\x0c\x66inishReason\x12.\n\x05usage\x18\x04 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12\x41\n\x0c\x63\x61\x63he_status\x18\x05 \x01(\x0e\x32\x1e.llmmesh.common.v1.CacheStatusR\x0b\x63\x61\x63heStatus\x12\x1a\n\x08\x61ttempts\x18\x06 \x01(\x05R\x08\x61ttempts\x12\x19\n\x08\x63ost_usd\x18\x07 \x01(\x01R\x07\x63ostUsd\x12\x1d\n\nrequest_id\x18\x08 \x01(\tR\trequestId\x12\x1a\n\x08\x64\x65graded\x18\t \x01(\x08R\x08\x64\x65graded\x12)\n\x10\x63\x61\x63he_similarity\x18\n \x01(\x02R\x0f\x63\x61\x63heSimilarity\"\xe2\x01\n\tModelInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12%\n\x0e\x63ontext_window\x18\x03 \x01(\x05R\rcontextWindow\x12+\n\x12input_price_per_1k\x18\x04 \x01(\x01R\x0finputPricePer1k\x12-\n\x13output_price_per_1k\x18\x05 \x01(\x01R\x10outputPricePer1k\x12\"\n\x0c\x63\x61pabilities\x18\x06 \x03(\tR\x0c\x63\x61pabilities*x\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_COST\x10\x01\x12\x12\n\x0ePRIORITY_SPEED\x10\x02\x12\x14\n\x10PRIORITY_QUALITY\x10\x03\x12\x15\n\x11PRIORITY_BALANCED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmmesh/router/v1/router.proto\x12\x11llmmesh.router.v1\x1a\x1fllmmesh/common/v1/caching.proto\x1a\x1cllmmesh/common/v1/chat.proto\"\xcd\x01\n\x0c\x43\x61\x63heControl\x12\x30\n\x04mode\x18\x01 \x01(\x0e\x32\x1c.llmmesh.common.v1.CacheModeR\x04mode\x12\x36\n\x14similarity_threshold\x18\x02 \x01(\x02H\x00R\x13similarityThreshold\x88\x01\x01\x12:\n\x19\x61llow_nonzero_temperature\x18\x03 \x01(\x08R\x17\x61llowNonzeroTemperatureB\x17\n\x15_similarity_threshold\"\xef\x03\n\x11\x43ompletionSummary\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12\x44\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1f.llmmesh.common.v1.FinishReasonR\x0c\x66inishReason\x12.\n\x05usage\x18\x04 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12\x41\n\x0c\x63\x61\x63he_status\x18\x05 \x01(\x0e\x32\x1e.llmmesh.common.v1.CacheStatusR\x0b\x63\x61\x63heStatus\x12\x1a\n\x08\x61ttempts\x18\x06 \x01(\x05R\x08\x61ttempts\x12\x19\n\x08\x63ost_usd\x18\x07 \x01(\x01R\x07\x63ostUsd\x12\x1d\n\nrequest_id\x18\x08 \x01(\tR\trequestId\x12\x1a\n\x08\x64\x65graded\x18\t \x01(\x08R\x08\x64\x65graded\x12)\n\x10\x63\x61\x63he_similarity\x18\n \x01(\x02R\x0f\x63\x61\x63heSimilarity\x12#\n\rstop_sequence\x18\x0b \x01(\tR\x0cstopSequence\x12-\n\x12ignored_parameters\x18\x0c \x03(\tR\x11ignoredParameters\"#\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\"\xeb\x01\n\x0c\x45mbedSummary\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12.\n\x05usage\x18\x03 \x01(\x0b\x32\x18.llmmesh.common.v1.UsageR\x05usage\x12#\n\rcached_inputs\x18\x04 \x01(\x05R\x0c\x63\x61\x63hedInputs\x12\x1a\n\x08\x61ttempts\x18\x05 \x01(\x05R\x08\x61ttempts\x12\x19\n\x08\x63ost_usd\x18\x06 \x01(\x01R\x07\x63ostUsd\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\"\xe2\x01\n\tModelInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12%\n\x0e\x63ontext_window\x18\x03 \x01(\x05R\rcontextWindow\x12+\n\x12input_price_per_1k\x18\x04 \x01(\x01R\x0finputPricePer1k\x12-\n\x13output_price_per_1k\x18\x05 \x01(\x01R\x10outputPricePer1k\x12\"\n\x0c\x63\x61pabilities\x18\x06 \x03(\tR\x0c\x63\x61pabilities*x\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_COST\x10\x01\x12\x12\n\x0ePRIORITY_SPEED\x10\x02\x12\x14\n\x10PRIORITY_QUALITY\x10\x03\x12\x15\n\x11PRIORITY_BALANCED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=967
-  _globals['_PRIORITY']._serialized_end=1087
+  _globals['_PRIORITY']._serialized_start=1326
+  _globals['_PRIORITY']._serialized_end=1446
   _globals['_CACHECONTROL']._serialized_start=117
   _globals['_CACHECONTROL']._serialized_end=322
   _globals['_COMPLETIONSUMMARY']._serialized_start=325
-  _globals['_COMPLETIONSUMMARY']._serialized_end=736
-  _globals['_MODELINFO']._serialized_start=739
-  _globals['_MODELINFO']._serialized_end=965
+  _globals['_COMPLETIONSUMMARY']._serialized_end=820
+  _globals['_EMBEDDING']._serialized_start=822
+  _globals['_EMBEDDING']._serialized_end=857
+  _globals['_EMBEDSUMMARY']._serialized_start=860
+  _globals['_EMBEDSUMMARY']._serialized_end=1095
+  _globals['_MODELINFO']._serialized_start=1098
+  _globals['_MODELINFO']._serialized_end=1324
 # @@protoc_insertion_point(module_scope)

@@ -101,6 +101,8 @@ class CompletionSummary(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
     CACHE_SIMILARITY_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
+    IGNORED_PARAMETERS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Catalog name of the model that answered."""
     provider: _builtins.str
@@ -119,9 +121,17 @@ class CompletionSummary(_message.Message):
     """True when the answer came from a relaxed cache match because no model was available."""
     cache_similarity: _builtins.float
     """Similarity of the matched cache entry, for semantic hits."""
+    stop_sequence: _builtins.str
+    """The stop sequence that ended the answer, where the provider says which."""
     @_builtins.property
     def usage(self) -> _chat_pb2.Usage:
         """Tokens consumed."""
+
+    @_builtins.property
+    def ignored_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Request parameters the answering backend left out, by field path; see the provider's
+        feature table.
+        """
 
     def __init__(
         self,
@@ -136,14 +146,88 @@ class CompletionSummary(_message.Message):
         request_id: _builtins.str = ...,
         degraded: _builtins.bool = ...,
         cache_similarity: _builtins.float = ...,
+        stop_sequence: _builtins.str = ...,
+        ignored_parameters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_similarity", b"cache_similarity", "cache_status", b"cache_status", "cost_usd", b"cost_usd", "degraded", b"degraded", "finish_reason", b"finish_reason", "model", b"model", "provider", b"provider", "request_id", b"request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_similarity", b"cache_similarity", "cache_status", b"cache_status", "cost_usd", b"cost_usd", "degraded", b"degraded", "finish_reason", b"finish_reason", "ignored_parameters", b"ignored_parameters", "model", b"model", "provider", b"provider", "request_id", b"request_id", "stop_sequence", b"stop_sequence", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompletionSummary: _TypeAlias = CompletionSummary  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    """Embedding is one input's vector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The vector components."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class EmbedSummary(_message.Message):
+    """EmbedSummary closes every Embed call: what embedded, what it cost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    CACHED_INPUTS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Catalog name of the model that embedded."""
+    provider: _builtins.str
+    """Provider instance that served the model."""
+    cached_inputs: _builtins.int
+    """How many inputs the cache answered."""
+    attempts: _builtins.int
+    """Upstream attempts made, retries and fallbacks included."""
+    cost_usd: _builtins.float
+    """Price of this request in US dollars, from the model catalog."""
+    request_id: _builtins.str
+    """The gateway's id for this request, also found in logs and traces."""
+    @_builtins.property
+    def usage(self) -> _chat_pb2.Usage:
+        """Tokens the inputs cost (input_tokens only); cached inputs cost none."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        usage: _chat_pb2.Usage | None = ...,
+        cached_inputs: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached_inputs", b"cached_inputs", "cost_usd", b"cost_usd", "model", b"model", "provider", b"provider", "request_id", b"request_id", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedSummary: _TypeAlias = EmbedSummary  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):
@@ -169,7 +253,9 @@ class ModelInfo(_message.Message):
     """US dollars per 1000 answer tokens."""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Capabilities such as "tools" or "json"."""
+        """What the model supports: "chat", "tools", "json", "json_schema", "vision",
+        "embeddings", "reasoning".
+        """
 
     def __init__(
         self,

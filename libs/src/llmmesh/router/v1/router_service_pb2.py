@@ -26,7 +26,7 @@ from llmmesh.common.v1 import chat_pb2 as llmmesh_dot_common_dot_v1_dot_chat__pb
 from llmmesh.router.v1 import router_pb2 as llmmesh_dot_router_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&llmmesh/router/v1/router_service.proto\x12\x11llmmesh.router.v1\x1a\x1cllmmesh/common/v1/chat.proto\x1a\x1ellmmesh/router/v1/router.proto\"\x9c\x02\n\x0f\x43ompleteRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12:\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x03 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparameters\x12\x37\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.llmmesh.router.v1.PriorityR\x08priority\x12\x35\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1f.llmmesh.router.v1.CacheControlR\x05\x63\x61\x63he\"f\n\x10\x43ompleteResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12>\n\x07summary\x18\x02 \x01(\x0b\x32$.llmmesh.router.v1.CompletionSummaryR\x07summary\"\xa2\x02\n\x15StreamCompleteRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12:\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x03 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparameters\x12\x37\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.llmmesh.router.v1.PriorityR\x08priority\x12\x35\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1f.llmmesh.router.v1.CacheControlR\x05\x63\x61\x63he\"\x99\x01\n\x16StreamCompleteResponse\x12\x34\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1c.llmmesh.common.v1.TextDeltaH\x00R\x05\x64\x65lta\x12@\n\x07summary\x18\x02 \x01(\x0b\x32$.llmmesh.router.v1.CompletionSummaryH\x00R\x07summaryB\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"J\n\x12ListModelsResponse\x12\x34\n\x06models\x18\x01 \x03(\x0b\x32\x1c.llmmesh.router.v1.ModelInfoR\x06models2\xa8\x02\n\rRouterService\x12S\n\x08\x43omplete\x12\".llmmesh.router.v1.CompleteRequest\x1a#.llmmesh.router.v1.CompleteResponse\x12g\n\x0eStreamComplete\x12(.llmmesh.router.v1.StreamCompleteRequest\x1a).llmmesh.router.v1.StreamCompleteResponse0\x01\x12Y\n\nListModels\x12$.llmmesh.router.v1.ListModelsRequest\x1a%.llmmesh.router.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&llmmesh/router/v1/router_service.proto\x12\x11llmmesh.router.v1\x1a\x1cllmmesh/common/v1/chat.proto\x1a\x1ellmmesh/router/v1/router.proto\"\x8a\x03\n\x0f\x43ompleteRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12:\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x03 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparameters\x12\x37\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.llmmesh.router.v1.PriorityR\x08priority\x12\x35\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1f.llmmesh.router.v1.CacheControlR\x05\x63\x61\x63he\x12*\n\x11\x63lient_request_id\x18\x06 \x01(\tR\x0f\x63lientRequestId\x12@\n\x0b\x61ttribution\x18\x07 \x01(\x0b\x32\x1e.llmmesh.common.v1.AttributionR\x0b\x61ttribution\"\xc0\x01\n\x10\x43ompleteResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12>\n\x07summary\x18\x02 \x01(\x0b\x32$.llmmesh.router.v1.CompletionSummaryR\x07summary\x12:\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1b.llmmesh.common.v1.ToolCallR\ttoolCalls\x12\x1c\n\treasoning\x18\x04 \x01(\tR\treasoning\"\x90\x03\n\x15StreamCompleteRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12:\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x03 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparameters\x12\x37\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.llmmesh.router.v1.PriorityR\x08priority\x12\x35\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1f.llmmesh.router.v1.CacheControlR\x05\x63\x61\x63he\x12*\n\x11\x63lient_request_id\x18\x06 \x01(\tR\x0f\x63lientRequestId\x12@\n\x0b\x61ttribution\x18\x07 \x01(\x0b\x32\x1e.llmmesh.common.v1.AttributionR\x0b\x61ttribution\"\x9d\x02\n\x16StreamCompleteResponse\x12\x34\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1c.llmmesh.common.v1.TextDeltaH\x00R\x05\x64\x65lta\x12@\n\x07summary\x18\x02 \x01(\x0b\x32$.llmmesh.router.v1.CompletionSummaryH\x00R\x07summary\x12?\n\ttool_call\x18\x03 \x01(\x0b\x32 .llmmesh.common.v1.ToolCallDeltaH\x00R\x08toolCall\x12\x41\n\treasoning\x18\x04 \x01(\x0b\x32!.llmmesh.common.v1.ReasoningDeltaH\x00R\treasoningB\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"J\n\x12ListModelsResponse\x12\x34\n\x06models\x18\x01 \x03(\x0b\x32\x1c.llmmesh.router.v1.ModelInfoR\x06models\"\x95\x02\n\x0c\x45mbedRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n\x06inputs\x18\x02 \x03(\tR\x06inputs\x12#\n\ndimensions\x18\x03 \x01(\x05H\x00R\ndimensions\x88\x01\x01\x12\x35\n\x05\x63\x61\x63he\x18\x04 \x01(\x0b\x32\x1f.llmmesh.router.v1.CacheControlR\x05\x63\x61\x63he\x12*\n\x11\x63lient_request_id\x18\x05 \x01(\tR\x0f\x63lientRequestId\x12@\n\x0b\x61ttribution\x18\x06 \x01(\x0b\x32\x1e.llmmesh.common.v1.AttributionR\x0b\x61ttributionB\r\n\x0b_dimensions\"\xa8\x01\n\rEmbedResponse\x12<\n\nembeddings\x18\x01 \x03(\x0b\x32\x1c.llmmesh.router.v1.EmbeddingR\nembeddings\x12\x1e\n\ndimensions\x18\x02 \x01(\x05R\ndimensions\x12\x39\n\x07summary\x18\x03 \x01(\x0b\x32\x1f.llmmesh.router.v1.EmbedSummaryR\x07summary2\xf4\x02\n\rRouterService\x12S\n\x08\x43omplete\x12\".llmmesh.router.v1.CompleteRequest\x1a#.llmmesh.router.v1.CompleteResponse\x12g\n\x0eStreamComplete\x12(.llmmesh.router.v1.StreamCompleteRequest\x1a).llmmesh.router.v1.StreamCompleteResponse0\x01\x12Y\n\nListModels\x12$.llmmesh.router.v1.ListModelsRequest\x1a%.llmmesh.router.v1.ListModelsResponse\x12J\n\x05\x45mbed\x12\x1f.llmmesh.router.v1.EmbedRequest\x1a .llmmesh.router.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.router.v1.router_se
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMPLETEREQUEST']._serialized_start=124
-  _globals['_COMPLETEREQUEST']._serialized_end=408
-  _globals['_COMPLETERESPONSE']._serialized_start=410
-  _globals['_COMPLETERESPONSE']._serialized_end=512
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=515
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=805
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=808
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=961
-  _globals['_LISTMODELSREQUEST']._serialized_start=963
-  _globals['_LISTMODELSREQUEST']._serialized_end=982
-  _globals['_LISTMODELSRESPONSE']._serialized_start=984
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1058
-  _globals['_ROUTERSERVICE']._serialized_start=1061
-  _globals['_ROUTERSERVICE']._serialized_end=1357
+  _globals['_COMPLETEREQUEST']._serialized_end=518
+  _globals['_COMPLETERESPONSE']._serialized_start=521
+  _globals['_COMPLETERESPONSE']._serialized_end=713
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=716
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=1116
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=1119
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=1404
+  _globals['_LISTMODELSREQUEST']._serialized_start=1406
+  _globals['_LISTMODELSREQUEST']._serialized_end=1425
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1427
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1501
+  _globals['_EMBEDREQUEST']._serialized_start=1504
+  _globals['_EMBEDREQUEST']._serialized_end=1781
+  _globals['_EMBEDRESPONSE']._serialized_start=1784
+  _globals['_EMBEDRESPONSE']._serialized_end=1952
+  _globals['_ROUTERSERVICE']._serialized_start=1955
+  _globals['_ROUTERSERVICE']._serialized_end=2327
 # @@protoc_insertion_point(module_scope)

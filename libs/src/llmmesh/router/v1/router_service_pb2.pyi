@@ -31,10 +31,17 @@ class CompleteRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """A catalog model name, or "auto" to let the router choose."""
     priority: _router_pb2.Priority.ValueType
     """Steers the choice when model is "auto"."""
+    client_request_id: _builtins.str
+    """The caller's id for this request, used as an idempotency key: a retry with the same id
+    (from the same tenant, within the router's window) joins the first call's flight or
+    replays its stored result, and is never charged twice. Empty means no idempotency.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]:
         """The conversation, oldest first."""
@@ -47,6 +54,10 @@ class CompleteRequest(_message.Message):
     def cache(self) -> _router_pb2.CacheControl:
         """Per-request cache settings."""
 
+    @_builtins.property
+    def attribution(self) -> _chat_pb2.Attribution:
+        """On whose behalf the request runs."""
+
     def __init__(
         self,
         *,
@@ -55,10 +66,12 @@ class CompleteRequest(_message.Message):
         parameters: _chat_pb2.GenerationParameters | None = ...,
         priority: _router_pb2.Priority.ValueType = ...,
         cache: _router_pb2.CacheControl | None = ...,
+        client_request_id: _builtins.str = ...,
+        attribution: _chat_pb2.Attribution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "messages", b"messages", "model", b"model", "parameters", b"parameters", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "cache", b"cache", "client_request_id", b"client_request_id", "messages", b"messages", "model", b"model", "parameters", b"parameters", "priority", b"priority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -72,21 +85,31 @@ class CompleteResponse(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The answer text."""
+    reasoning: _builtins.str
+    """The model's reasoning, where the backend streams it, kept apart from the answer."""
     @_builtins.property
     def summary(self) -> _router_pb2.CompletionSummary:
         """What answered and what it cost."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolCall]:
+        """The tool calls the model asked for, whole, in order."""
 
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         summary: _router_pb2.CompletionSummary | None = ...,
+        tool_calls: _abc.Iterable[_chat_pb2.ToolCall] | None = ...,
+        reasoning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reasoning", b"reasoning", "summary", b"summary", "text", b"text", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -103,10 +126,17 @@ class StreamCompleteRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """A catalog model name, or "auto" to let the router choose."""
     priority: _router_pb2.Priority.ValueType
     """Steers the choice when model is "auto"."""
+    client_request_id: _builtins.str
+    """The caller's id for this request, used as an idempotency key: a retry with the same id
+    (from the same tenant, within the router's window) joins the first call's flight or
+    replays its stored result, and is never charged twice. Empty means no idempotency.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]:
         """The conversation, oldest first."""
@@ -119,6 +149,10 @@ class StreamCompleteRequest(_message.Message):
     def cache(self) -> _router_pb2.CacheControl:
         """Per-request cache settings."""
 
+    @_builtins.property
+    def attribution(self) -> _chat_pb2.Attribution:
+        """On whose behalf the request runs."""
+
     def __init__(
         self,
         *,
@@ -127,10 +161,12 @@ class StreamCompleteRequest(_message.Message):
         parameters: _chat_pb2.GenerationParameters | None = ...,
         priority: _router_pb2.Priority.ValueType = ...,
         cache: _router_pb2.CacheControl | None = ...,
+        client_request_id: _builtins.str = ...,
+        attribution: _chat_pb2.Attribution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "messages", b"messages", "model", b"model", "parameters", b"parameters", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "cache", b"cache", "client_request_id", b"client_request_id", "messages", b"messages", "model", b"model", "parameters", b"parameters", "priority", b"priority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,12 +174,16 @@ Global___StreamCompleteRequest: _TypeAlias = StreamCompleteRequest  # noqa: Y015
 
 @_typing.final
 class StreamCompleteResponse(_message.Message):
-    """StreamCompleteResponse is one event of a streamed answer: text, then a summary."""
+    """StreamCompleteResponse is one event of a streamed answer: text, tool-call and reasoning
+    pieces, then a summary.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DELTA_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def delta(self) -> _chat_pb2.TextDelta:
         """A piece of answer text."""
@@ -152,17 +192,27 @@ class StreamCompleteResponse(_message.Message):
     def summary(self) -> _router_pb2.CompletionSummary:
         """The last message of a successful stream."""
 
+    @_builtins.property
+    def tool_call(self) -> _chat_pb2.ToolCallDelta:
+        """A piece of a tool call."""
+
+    @_builtins.property
+    def reasoning(self) -> _chat_pb2.ReasoningDelta:
+        """A piece of the model's reasoning."""
+
     def __init__(
         self,
         *,
         delta: _chat_pb2.TextDelta | None = ...,
         summary: _router_pb2.CompletionSummary | None = ...,
+        tool_call: _chat_pb2.ToolCallDelta | None = ...,
+        reasoning: _chat_pb2.ReasoningDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "reasoning", b"reasoning", "summary", b"summary", "tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "reasoning", b"reasoning", "summary", b"summary", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "summary", "tool_call", "reasoning"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -208,3 +258,87 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class EmbedRequest(_message.Message):
+    """EmbedRequest asks for embeddings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """A catalog model with the "embeddings" capability."""
+    dimensions: _builtins.int
+    """Vector length, for models that can shorten their vectors; unset means the model's own."""
+    client_request_id: _builtins.str
+    """The caller's idempotency key, as in CompleteRequest."""
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Texts to embed, one vector each."""
+
+    @_builtins.property
+    def cache(self) -> _router_pb2.CacheControl:
+        """Per-request cache settings; only exact matches per text apply to embeddings."""
+
+    @_builtins.property
+    def attribution(self) -> _chat_pb2.Attribution:
+        """On whose behalf the request runs."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+        dimensions: _builtins.int | None = ...,
+        cache: _router_pb2.CacheControl | None = ...,
+        client_request_id: _builtins.str = ...,
+        attribution: _chat_pb2.Attribution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "attribution", b"attribution", "cache", b"cache", "dimensions", b"dimensions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "attribution", b"attribution", "cache", b"cache", "client_request_id", b"client_request_id", "dimensions", b"dimensions", "inputs", b"inputs", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
+    _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dimensions) -> _WhichOneofReturnType__dimensions | None: ...
+
+Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
+
+@_typing.final
+class EmbedResponse(_message.Message):
+    """EmbedResponse holds one vector per input, in input order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    dimensions: _builtins.int
+    """Length of every vector."""
+    @_builtins.property
+    def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[_router_pb2.Embedding]:
+        """The vectors."""
+
+    @_builtins.property
+    def summary(self) -> _router_pb2.EmbedSummary:
+        """What embedded and what it cost."""
+
+    def __init__(
+        self,
+        *,
+        embeddings: _abc.Iterable[_router_pb2.Embedding] | None = ...,
+        dimensions: _builtins.int = ...,
+        summary: _router_pb2.EmbedSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "embeddings", b"embeddings", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015

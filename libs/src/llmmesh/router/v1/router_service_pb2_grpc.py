@@ -52,6 +52,11 @@ class RouterServiceStub:
                 request_serializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/llmmesh.router.v1.RouterService/Embed',
+                request_serializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -82,6 +87,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embed returns one vector per input text from a catalog model with the "embeddings"
+        capability, rate-limited in tokens, cached per text, costed and traced like chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +112,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.ListModelsRequest.FromString,
                     response_serializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.EmbedRequest.FromString,
+                    response_serializer=llmmesh_dot_router_dot_v1_dot_router__service__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +203,33 @@ class RouterService:
             '/llmmesh.router.v1.RouterService/ListModels',
             llmmesh_dot_router_dot_v1_dot_router__service__pb2.ListModelsRequest.SerializeToString,
             llmmesh_dot_router_dot_v1_dot_router__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmmesh.router.v1.RouterService/Embed',
+            llmmesh_dot_router_dot_v1_dot_router__service__pb2.EmbedRequest.SerializeToString,
+            llmmesh_dot_router_dot_v1_dot_router__service__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class RouterServiceStub:
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.ListModelsRequest, _router_service_pb2.ListModelsResponse]
     """ListModels lists the models this caller may ask for."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.EmbedRequest, _router_service_pb2.EmbedResponse]
+    """Embed returns one vector per input text from a catalog model with the "embeddings"
+    capability, rate-limited in tokens, cached per text, costed and traced like chat.
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -61,6 +65,10 @@ class RouterServiceAsyncStub(RouterServiceStub):
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_router_service_pb2.ListModelsRequest, _router_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the models this caller may ask for."""
+    Embed: _aio.UnaryUnaryMultiCallable[_router_service_pb2.EmbedRequest, _router_service_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Embed returns one vector per input text from a catalog model with the "embeddings"
+    capability, rate-limited in tokens, cached per text, costed and traced like chat.
+    """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
@@ -93,5 +101,15 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_service_pb2.ListModelsResponse, _abc.Awaitable[_router_service_pb2.ListModelsResponse]]:
         """ListModels lists the models this caller may ask for."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _router_service_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.EmbedResponse, _abc.Awaitable[_router_service_pb2.EmbedResponse]]:
+        """Embed returns one vector per input text from a catalog model with the "embeddings"
+        capability, rate-limited in tokens, cached per text, costed and traced like chat.
+        """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,6 +6,9 @@
         ...
         assert fake.request_count == 2 and fake.last_request.disconnected is False
 
+Each fake speaks its provider's wire format for tool calls (streamed, parallel, cut halfway
+with `cut_stream`), images and JSON-schema answers, and refuses what the real API refuses.
+
 Each fake records the requests it received and whether the client went away before the
 response ended, so tests can assert that a cancelled call reached the upstream.
 """
@@ -16,6 +19,7 @@ from llmmesh.testing.fake_upstreams._openai import FakeOpenAI
 from llmmesh.testing.fake_upstreams._replies import (
     DEFAULT_ANSWER_CHUNKS,
     Reply,
+    ToolCallScript,
     UpstreamProblem,
     cut_stream,
     hang,
@@ -25,6 +29,7 @@ from llmmesh.testing.fake_upstreams._replies import (
     slow_first_token,
     slow_tokens,
     stream_error,
+    tool_calls,
 )
 from llmmesh.testing.fake_upstreams._server import FakeUpstream, RecordedRequest
 
@@ -43,6 +48,7 @@ __all__ = [
     "FakeUpstream",
     "RecordedRequest",
     "Reply",
+    "ToolCallScript",
     "UpstreamProblem",
     "cut_stream",
     "hang",
@@ -52,4 +58,5 @@ __all__ = [
     "slow_first_token",
     "slow_tokens",
     "stream_error",
+    "tool_calls",
 ]

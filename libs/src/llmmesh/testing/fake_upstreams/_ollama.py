@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import json
 from typing import Any
@@ -11,6 +13,7 @@ from aiohttp import web
 from llmmesh.testing.fake_upstreams._replies import Reply, UpstreamProblem
 from llmmesh.testing.fake_upstreams._server import (
     AnswerPlan,
+    ChainedFrames,
     FakeUpstream,
     RecordedRequest,
     RenderedFrames,
@@ -38,7 +41,34 @@ _PROBLEMS: dict[UpstreamProblem, tuple[int, str]] = {
     UpstreamProblem.UNAUTHORIZED: (401, "unauthorized"),
     UpstreamProblem.FORBIDDEN: (403, "forbidden"),
     UpstreamProblem.MODEL_NOT_FOUND: (404, 'model "unknown" not found, try pulling it first'),
+    UpstreamProblem.TOOLS_UNSUPPORTED: (
+        400,
+        "registry.ollama.ai/library/gemma2:2b does not support tools",
+    ),
+    UpstreamProblem.IMAGES_UNSUPPORTED: (400, '"llama3.2" does not support images'),
+    UpstreamProblem.SCHEMA_UNSUPPORTED: (
+        400,
+        "format: a json schema is not supported by this model",
+    ),
 }
+
+
+def _request_problem(body: dict[str, Any]) -> web.Response | None:
+    """What a real server would refuse, if anything: images are base64 strings."""
+    for message in body.get("messages", []):
+        for image in message.get("images") or ():
+            try:
+                base64.b64decode(str(image), validate=True)
+            except binascii.Error:
+                return json_response(400, {"error": "illegal base64 data at input byte 0"})
+    return None
+
+
+def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    form = body.get("format")
+    if form == "json":
+        return {"type": "object"}
+    return form if isinstance(form, dict) else None
 
 
 def _line(payload: Any) -> bytes:
@@ -79,32 +109,54 @@ class FakeOllama(FakeUpstream):
         self, request: web.Request, record: RecordedRequest, reply: Reply
     ) -> web.StreamResponse:
         body = record.body if isinstance(record.body, dict) else {}
+        problem = _request_problem(body)
+        if problem is not None:
+            return problem
         options = body.get("options") or {}
+        messages = body.get("messages", [])
         plan = self._plan_answer(
             reply,
             str(body.get("model", "")),
-            (str(m.get("content", "")) for m in body.get("messages", [])),
+            (str(m.get("content", "")) for m in messages),
             options.get("num_predict"),
+            schema=_requested_schema(body),
+            images=sum(len(m.get("images") or ()) for m in messages),
         )
         if body.get("stream") is False:
             return json_response(400, {"error": "this fake only streams"})
+        calls = [
+            {"function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+            for c in plan.tool_calls
+        ]
         frames = StreamFrames(
             content_type="application/x-ndjson",
             headers={},
             opening=[],
-            chunks=RenderedFrames(plan.chunks, lambda chunk: _line(self._message(plan, chunk))),
+            chunks=ChainedFrames(
+                [_line(self._message(plan, "", thinking=piece)) for piece in plan.reasoning],
+                RenderedFrames(plan.chunks, lambda chunk: _line(self._message(plan, chunk))),
+                # Ollama sends each tool call whole, in a line of its own.
+                [_line(self._message(plan, "", tool_calls=[call])) for call in calls],
+            ),
             closing=[_line(self._final(plan))],
             malformed=b'{"model": "' + plan.model.encode() + b'", "message": {"role"\n',
         )
         return await self._stream(request, record, reply, frames)
 
-    def _message(self, plan: AnswerPlan, content: str) -> dict[str, Any]:
-        return {
-            "model": plan.model,
-            "created_at": _now(),
-            "message": {"role": "assistant", "content": content},
-            "done": False,
-        }
+    def _message(
+        self,
+        plan: AnswerPlan,
+        content: str,
+        *,
+        thinking: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if thinking is not None:
+            message["thinking"] = thinking
+        if tool_calls is not None:
+            message["tool_calls"] = tool_calls
+        return {"model": plan.model, "created_at": _now(), "message": message, "done": False}
 
     def _final(self, plan: AnswerPlan) -> dict[str, Any]:
         return {
@@ -132,7 +184,7 @@ class FakeOllama(FakeUpstream):
             200,
             {
                 "model": reply.response_model or body.get("model", ""),
-                "embeddings": [self._embedding(text) for text in texts],
+                "embeddings": [self._embedding(text, body.get("dimensions")) for text in texts],
                 "total_duration": 14_143_917,
                 "load_duration": 1_019_500,
                 "prompt_eval_count": sum(len(text.split()) for text in texts),

@@ -13,6 +13,7 @@ from aiohttp import web
 from llmmesh.testing.fake_upstreams._replies import Reply, UpstreamProblem
 from llmmesh.testing.fake_upstreams._server import (
     AnswerPlan,
+    ChainedFrames,
     FakeUpstream,
     RecordedRequest,
     RenderedFrames,
@@ -89,16 +90,122 @@ _PROBLEMS: dict[UpstreamProblem, tuple[int, str | None, str | None, str]] = {
         "model_not_found",
         "The model `unknown` does not exist or you do not have access to it.",
     ),
+    UpstreamProblem.TOOLS_UNSUPPORTED: (
+        400,
+        "invalid_request_error",
+        "unsupported_parameter",
+        "Unsupported parameter: 'tools' is not supported with this model.",
+    ),
+    UpstreamProblem.IMAGES_UNSUPPORTED: (
+        400,
+        "invalid_request_error",
+        None,
+        "Invalid content type. image_url is only supported by certain models.",
+    ),
+    UpstreamProblem.SCHEMA_UNSUPPORTED: (
+        400,
+        "invalid_request_error",
+        None,
+        "Invalid parameter: 'response_format' of type 'json_schema' is not supported with "
+        "this model.",
+    ),
+}
+# The request field each error blames, as the API names it.
+_PARAMS = {
+    UpstreamProblem.TOOLS_UNSUPPORTED: "tools",
+    UpstreamProblem.IMAGES_UNSUPPORTED: "messages.[0].content.[1].type",
+    UpstreamProblem.SCHEMA_UNSUPPORTED: "response_format",
 }
 
 
 def _error_body(problem: UpstreamProblem) -> dict[str, Any]:
     _, error_type, code, message = _PROBLEMS[problem]
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    param = _PARAMS.get(problem)
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _invalid(message: str, param: str) -> web.Response:
+    """The API's 400 for a request it cannot parse, so a client's mapping bug shows."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    return json_response(400, {"error": error})
+
+
+def _texts_and_images(content: Any) -> tuple[list[str], int]:
+    if isinstance(content, str):
+        return [content], 0
+    texts = [str(p.get("text", "")) for p in content or () if p.get("type") == "text"]
+    images = sum(1 for p in content or () if p.get("type") == "image_url")
+    return texts, images
+
+
+def _request_problem(body: dict[str, Any]) -> web.Response | None:
+    """What the real API would refuse in the messages and tools, if anything."""
+    call_ids: set[str] = set()
+    for index, message in enumerate(body.get("messages", [])):
+        role = message.get("role")
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            if call.get("type") != "function" or not isinstance(function.get("arguments"), str):
+                return _invalid("Invalid tool call.", f"messages.[{index}].tool_calls")
+            call_ids.add(call.get("id"))
+        if role == "tool" and message.get("tool_call_id") not in call_ids:
+            return _invalid(
+                "Invalid parameter: messages with role 'tool' must be a response to a "
+                "preceeding message with 'tool_calls'.",
+                f"messages.[{index}].role",
+            )
+        content = message.get("content")
+        for part_index, part in enumerate(content if isinstance(content, list) else ()):
+            url = (part.get("image_url") or {}).get("url", "")
+            if part.get("type") == "image_url" and not url.startswith(
+                ("http://", "https://", "data:image/")
+            ):
+                return _invalid(
+                    "Invalid image URL.", f"messages.[{index}].content.[{part_index}].image_url"
+                )
+    for index, tool in enumerate(body.get("tools") or ()):
+        if tool.get("type") != "function" or not (tool.get("function") or {}).get("name"):
+            return _invalid("Missing required parameter.", f"tools.[{index}].function")
+    return None
+
+
+def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    form = body.get("response_format") or {}
+    if form.get("type") == "json_schema":
+        schema = (form.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else {}
+    if form.get("type") == "json_object":
+        return {"type": "object"}
+    return None
 
 
 def _sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _reasoning_deltas(plan: AnswerPlan) -> list[dict[str, Any]]:
+    """Reasoning as OpenAI-compatible servers stream it, ahead of the text."""
+    return [{"reasoning_content": r} for r in plan.reasoning]
+
+
+def _tool_call_deltas(plan: AnswerPlan) -> list[dict[str, Any]]:
+    """After the text, each call's first frame (id, name, empty arguments) and its argument
+    pieces."""
+    deltas: list[dict[str, Any]] = []
+    for call in plan.tool_calls:
+        first = {"name": call.name, "arguments": ""}
+        deltas.append(
+            {
+                "tool_calls": [
+                    {"index": call.index, "id": call.id, "type": "function", "function": first}
+                ]
+            }
+        )
+        deltas += [
+            {"tool_calls": [{"index": call.index, "function": {"arguments": piece}}]}
+            for piece in call.pieces
+        ]
+    return deltas
 
 
 class FakeOpenAI(FakeUpstream):
@@ -131,23 +238,40 @@ class FakeOpenAI(FakeUpstream):
         self, request: web.Request, record: RecordedRequest, reply: Reply
     ) -> web.StreamResponse:
         body = record.body if isinstance(record.body, dict) else {}
+        problem = _request_problem(body)
+        if problem is not None:
+            return problem
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        texts: list[str] = []
+        images = 0
+        for message in body.get("messages", []):
+            message_texts, message_images = _texts_and_images(message.get("content"))
+            texts += message_texts
+            images += message_images
         plan = self._plan_answer(
             reply,
             str(body.get("model", "")),
-            (str(m.get("content", "")) for m in body.get("messages", [])),
+            texts,
             max_tokens,
+            schema=_requested_schema(body),
+            images=images,
         )
         completion_id = request_id("chatcmpl-")
         if not body.get("stream"):
             return json_response(400, {"error": {"message": "this fake only streams"}})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        # The API opens a tool-call-only answer with no content at all.
+        opening = {"role": "assistant", "content": "" if plan.chunks else None}
         frames = StreamFrames(
             content_type="text/event-stream; charset=utf-8",
             headers={"x-request-id": request_id("req_"), "openai-processing-ms": "12"},
-            opening=[_sse(self._chunk(completion_id, plan, {"role": "assistant", "content": ""}))],
-            chunks=RenderedFrames(
-                plan.chunks, lambda c: _sse(self._chunk(completion_id, plan, {"content": c}))
+            opening=[_sse(self._chunk(completion_id, plan, opening))],
+            chunks=ChainedFrames(
+                [_sse(self._chunk(completion_id, plan, d)) for d in _reasoning_deltas(plan)],
+                RenderedFrames(
+                    plan.chunks, lambda c: _sse(self._chunk(completion_id, plan, {"content": c}))
+                ),
+                [_sse(self._chunk(completion_id, plan, d)) for d in _tool_call_deltas(plan)],
             ),
             closing=self._closing(completion_id, plan, reply, include_usage),
             malformed=b'data: {"id": "' + completion_id.encode() + b'", "choices": [{"delta\n\n',
@@ -178,6 +302,8 @@ class FakeOpenAI(FakeUpstream):
     ) -> list[bytes]:
         if reply.content_filtered_finish:
             finish = "content_filter"
+        elif plan.tool_calls:
+            finish = "tool_calls"
         else:
             finish = "length" if plan.truncated_by_max_tokens else "stop"
         frames = [_sse(self._chunk(completion_id, plan, {}, finish))]
@@ -190,10 +316,11 @@ class FakeOpenAI(FakeUpstream):
                 "total_tokens": plan.input_tokens + plan.output_tokens,
                 "prompt_tokens_details": {
                     "cached_tokens": plan.cached_input_tokens,
+                    "cache_write_tokens": plan.cache_write_input_tokens,
                     "audio_tokens": 0,
                 },
                 "completion_tokens_details": {
-                    "reasoning_tokens": 0,
+                    "reasoning_tokens": plan.reasoning_tokens,
                     "audio_tokens": 0,
                     "accepted_prediction_tokens": 0,
                     "rejected_prediction_tokens": 0,
@@ -215,7 +342,7 @@ class FakeOpenAI(FakeUpstream):
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(texts):
-            vector = self._embedding(text)
+            vector = self._embedding(text, body.get("dimensions"))
             encoded: Any = (
                 base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
                 if as_base64

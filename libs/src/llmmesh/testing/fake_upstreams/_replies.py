@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
+from collections.abc import Mapping
+from typing import Any
 
 DEFAULT_ANSWER_CHUNKS: tuple[str, ...] = ("Hello", " from", " the", " fake", " upstream", ".")
 
@@ -24,6 +27,24 @@ class UpstreamProblem(enum.Enum):
     UNAUTHORIZED = "unauthorized"  # 401
     FORBIDDEN = "forbidden"  # 403
     MODEL_NOT_FOUND = "model_not_found"  # 404
+    # 400s that say the model lacks a feature, in each provider's words.
+    TOOLS_UNSUPPORTED = "tools_unsupported"
+    IMAGES_UNSUPPORTED = "images_unsupported"
+    SCHEMA_UNSUPPORTED = "schema_unsupported"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallScript:
+    """A tool call the fake streams as its provider does; `id` None gets one in the
+    provider's style (Ollama sends none)."""
+
+    name: str
+    arguments: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(dict(self.arguments))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +58,23 @@ class Reply:
     problem: UpstreamProblem | None = None
     # Sent as `retry-after` (seconds) and `retry-after-ms` with a RATE_LIMITED problem.
     retry_after_s: float | None = None
-    # The answer, chunk by chunk; None means the fake's default answer.
+    # The answer, chunk by chunk; None means the fake's default answer, or, for a request
+    # that asks for a JSON schema, JSON that matches it (none when tool_calls are scripted).
     chunks: tuple[str, ...] | None = None
+    # Tool calls streamed after the text, each call's arguments in pieces of
+    # `argument_piece_chars` (Ollama sends each call whole, as it does).
+    tool_calls: tuple[ToolCallScript, ...] = ()
+    argument_piece_chars: int = 8
+    # Reasoning streamed before the answer, piece by piece, apart from the text.
+    reasoning: tuple[str, ...] = ()
     # Wait before sending the response headers; math.inf never answers (a hang).
     response_delay_s: float = 0.0
     # Wait between the stream's opening frames and the first answer chunk.
     first_token_delay_s: float = 0.0
     # Wait before each later answer chunk.
     token_delay_s: float = 0.0
+    # Every fault below counts answer chunks of any kind: reasoning pieces, text chunks,
+    # and tool-call frames (a call's first frame and each piece of its arguments).
     # Close the connection without finishing the body after this many answer chunks.
     cut_after_chunks: int | None = None
     # Send a frame that is not valid JSON after this many answer chunks.
@@ -54,8 +84,13 @@ class Reply:
     # Send the provider's in-stream error event (for this problem) after some answer chunks.
     stream_problem: UpstreamProblem | None = None
     stream_problem_after_chunks: int = 0
-    # Prompt tokens the provider reports as served from its prompt cache.
+    # Prompt tokens the provider reports as served from its prompt cache, and written to it.
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    # Output tokens the provider reports as reasoning.
+    reasoning_tokens: int = 0
+    # The stop sequence the answer ended on, where the provider reports it.
+    stop_sequence: str | None = None
     # The model the fake says answered; None echoes the requested model.
     response_model: str | None = None
     # Finish the answer as withheld by the provider's content filter.
@@ -102,3 +137,8 @@ def hang(after_chunks: int | None = None) -> Reply:
 def stream_error(problem: UpstreamProblem, after_chunks: int = 1) -> Reply:
     """The provider's in-stream error event after some answer chunks."""
     return Reply(stream_problem=problem, stream_problem_after_chunks=after_chunks)
+
+
+def tool_calls(*calls: ToolCallScript, **reply: Any) -> Reply:
+    """An answer that calls these tools (several calls are parallel calls)."""
+    return Reply(tool_calls=calls, **reply)

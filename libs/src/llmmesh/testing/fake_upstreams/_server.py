@@ -12,19 +12,26 @@ import math
 import struct
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Self, overload
+from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from llmmesh.schema_examples import example_for
 from llmmesh.testing.fake_upstreams._replies import (
     DEFAULT_ANSWER_CHUNKS,
     Reply,
     UpstreamProblem,
 )
 
+T = TypeVar("T")
+
 # Hung handlers are cancelled at shutdown instead of being waited for.
 SHUTDOWN_TIMEOUT_S = 0.5
+# What the fakes bill for one image in the prompt (OpenAI's low-detail price).
+IMAGE_INPUT_TOKENS = 85
+# A JSON answer to a structured-output request goes out in pieces of this many characters.
+JSON_ANSWER_PIECE_CHARS = 10
 
 
 @dataclasses.dataclass
@@ -54,10 +61,10 @@ class RecordedRequest:
         await asyncio.wait_for(self._ended.wait(), timeout_s)
 
 
-class RenderedFrames(Sequence[bytes]):
-    """One frame per answer chunk, rendered when sent: a long answer costs no memory up front."""
+class RenderedFrames(Sequence[bytes], Generic[T]):
+    """One frame per answer piece, rendered when sent: a long answer costs no memory up front."""
 
-    def __init__(self, chunks: Sequence[str], render: Callable[[str], bytes]) -> None:
+    def __init__(self, chunks: Sequence[T], render: Callable[[T], bytes]) -> None:
         self._chunks = chunks
         self._render = render
 
@@ -74,6 +81,32 @@ class RenderedFrames(Sequence[bytes]):
         return self._render(self._chunks[index])
 
 
+class ChainedFrames(Sequence[bytes]):
+    """Frame sequences one after another (reasoning, text, tool calls), each kept as it is, so a
+    lazily rendered text stays lazy."""
+
+    def __init__(self, *parts: Sequence[bytes]) -> None:
+        self._parts = [part for part in parts if len(part)]
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        for part in self._parts:
+            if index < len(part):
+                return part[index]
+            index -= len(part)
+        raise IndexError(index)
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamFrames:
     """A streamed answer in one provider's wire format, frame by frame."""
@@ -88,18 +121,37 @@ class StreamFrames:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlannedCall:
+    """A tool call to stream: its arguments' JSON text in the pieces it goes out in."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+    pieces: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class AnswerPlan:
-    """The answer chunks to send for one request and why the answer ends."""
+    """What to send for one request, in order (reasoning, text, tool calls), and why the
+    answer ends."""
 
     chunks: tuple[str, ...]
     truncated_by_max_tokens: bool
     input_tokens: int
     cached_input_tokens: int
     model: str
+    reasoning: tuple[str, ...] = ()
+    tool_calls: tuple[PlannedCall, ...] = ()
+    cache_write_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    stop_sequence: str | None = None
 
     @property
     def output_tokens(self) -> int:
-        return len(self.chunks)
+        # One token per piece sent, reasoning included (the providers bill it as output).
+        pieces = len(self.chunks) + sum(len(call.pieces) for call in self.tool_calls)
+        return pieces + max(self.reasoning_tokens, len(self.reasoning))
 
 
 # Produces the normal (unfaulted) response to a recorded request.
@@ -314,29 +366,68 @@ class FakeUpstream(abc.ABC):
         requested_model: str,
         prompt_texts: Iterable[str],
         max_tokens: int | None,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        images: int = 0,
+        call_id_prefix: str = "call_",
     ) -> AnswerPlan:
-        chunks = reply.chunks if reply.chunks is not None else self.answer_chunks
+        """The answer for one request; `schema` is the JSON Schema the request asked the answer
+        to match, if any, and `images` how many images its prompt holds."""
+        if reply.chunks is not None:
+            chunks: Sequence[str] = reply.chunks
+        elif reply.tool_calls:
+            chunks = ()
+        elif schema is not None:
+            text = json.dumps(example_for(schema))
+            chunks = [
+                text[i : i + JSON_ANSWER_PIECE_CHARS]
+                for i in range(0, len(text), JSON_ANSWER_PIECE_CHARS)
+            ]
+        else:
+            chunks = self.answer_chunks
         truncated = max_tokens is not None and 0 < max_tokens < len(chunks)
         if truncated and max_tokens is not None:
             chunks = chunks[:max_tokens]
+        size = max(reply.argument_piece_chars, 1)
+        calls = tuple(
+            PlannedCall(
+                index=index,
+                id=call.id or request_id(call_id_prefix),
+                name=call.name,
+                arguments=call.arguments_json,
+                pieces=tuple(
+                    call.arguments_json[i : i + size]
+                    for i in range(0, len(call.arguments_json), size)
+                ),
+            )
+            for index, call in enumerate(reply.tool_calls)
+        )
         return AnswerPlan(
             chunks=tuple(chunks),
             truncated_by_max_tokens=truncated,
-            input_tokens=sum(len(text.split()) for text in prompt_texts),
+            input_tokens=sum(len(text.split()) for text in prompt_texts)
+            + images * IMAGE_INPUT_TOKENS,
             cached_input_tokens=reply.cached_input_tokens,
             model=reply.response_model or requested_model,
+            reasoning=reply.reasoning,
+            tool_calls=calls,
+            cache_write_input_tokens=reply.cache_write_input_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
+            stop_sequence=reply.stop_sequence,
         )
 
-    def _embedding(self, text: str) -> list[float]:
-        """A deterministic unit vector for the text."""
+    def _embedding(self, text: str, dimensions: int | None = None) -> list[float]:
+        """A deterministic unit vector for the text, of the requested length or the fake's."""
+        length = dimensions if isinstance(dimensions, int) and dimensions > 0 else None
+        length = length or self.embedding_dimensions
         seed = hashlib.sha256(text.encode()).digest()
         raw: list[float] = []
         counter = 0
-        while len(raw) < self.embedding_dimensions:
+        while len(raw) < length:
             block = hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
             raw.extend(v / 2**31 for v in struct.unpack(">8i", block))
             counter += 1
-        vector = raw[: self.embedding_dimensions]
+        vector = raw[:length]
         norm = math.sqrt(sum(v * v for v in vector)) or 1.0
         return [v / norm for v in vector]
 

