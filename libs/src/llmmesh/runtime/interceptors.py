@@ -33,7 +33,9 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("llmmesh.runtime.grpc")
 
 _INTERNAL = RpcFailure(grpc.StatusCode.INTERNAL, "internal error", reason="INTERNAL")
-# Health probes arrive every second from every peer and balancer; they are not traced.
+# Health probes arrive every second from every peer and balancer, and channels keep a
+# health Watch open to every replica: they pass through untouched, neither traced nor
+# wrapped (the stock Watch writes to its context instead of yielding).
 UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -50,9 +52,6 @@ def _rpc_attributes(method: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _server_span(method: str, context: Context) -> Iterator[Span | None]:
-    if method.startswith(UNTRACED_PREFIXES):
-        yield None
-        return
     metadata = {key: value for key, value in (context.invocation_metadata() or ())}
     parent = propagate.extract(metadata)
     span = tracer.start_span(
@@ -148,9 +147,9 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
+        if handler is None or method.startswith(UNTRACED_PREFIXES):
+            return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method),

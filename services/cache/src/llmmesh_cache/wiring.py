@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import redis.asyncio as redis_asyncio
@@ -10,6 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from llmmesh.policy import PolicyError
+from llmmesh.runtime.health import READY, Readiness, degraded
 from llmmesh.runtime.wiring import Wiring
 from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.base import EntryStore
@@ -29,6 +32,9 @@ from llmmesh_cache.settings import CacheSettings
 from llmmesh_cache.vector_index import IndexSettings, VectorIndex
 
 REDIS_RETRIES = 2
+# A lookup that cannot reach Redis fails, and the router treats it as a miss: answers cost
+# an upstream call, requests still succeed. So the cache stays ready, degraded.
+REDIS_DOWN = "redis unreachable, no cached answers"
 
 
 def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
@@ -89,7 +95,7 @@ def _check_local_embedder_installed(policy: CachePolicy, embedders: EmbedderRegi
 
 
 async def build_servicer(settings: CacheSettings, policy_document: dict[str, Any]) -> Wiring:
-    """The servicer, with Redis health as its dependency check when Redis is configured."""
+    """The servicer; with Redis configured, readiness reports it degraded while Redis is down."""
     policy = CachePolicy.from_document(policy_document)
     embedders = embedder_registry(settings)
     _check_local_embedder_installed(policy, embedders)
@@ -128,8 +134,16 @@ async def build_servicer(settings: CacheSettings, policy_document: dict[str, Any
         _check_local_embedder_installed(CachePolicy.from_document(document), embedders)
         servicer.reload_policy(document)
 
+    async def readiness() -> Readiness:
+        # Bounded here: a hung Redis must read as degraded, not as a check that never answers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.redis_timeout_s):
+                if await store.ping():
+                    return READY
+        return degraded(REDIS_DOWN)
+
     wiring.servicer = servicer
-    wiring.dependency_checks.append(store.ping)
+    wiring.readiness_checks.append(readiness)
     wiring.closers.extend([store.close, embedders.close])
     wiring.reloaders.append(check_policy)
     return wiring

@@ -13,6 +13,7 @@ import redis
 import structlog
 from opentelemetry import metrics
 
+from llmmesh.runtime.health import READY, Readiness, degraded, unready
 from llmmesh_ratelimiter import keys
 from llmmesh_ratelimiter.backend import LimiterBackend
 from llmmesh_ratelimiter.limits import (
@@ -41,6 +42,9 @@ BACKEND_UNAVAILABLE_RETRY_MS = 1000
 # A full concurrency limit frees a slot when any request finishes, usually long before the
 # oldest lease expires, so its retry hint is capped rather than the lease's full remainder.
 CONCURRENCY_RETRY_CAP_MS = 1000
+
+REDIS_DOWN_FAILING_OPEN = "redis unreachable, failing open"
+REDIS_DOWN_FAILING_CLOSED = "redis unreachable, failing closed"
 
 
 class UnknownTenantError(LookupError):
@@ -159,12 +163,15 @@ class Admission:
     async def release(self, reservation_id: str) -> bool:
         return await self._bounded(self._backend.release(reservation_id), "release", None)
 
-    async def backend_healthy(self) -> bool:
-        """The dependency check: does the store answer within the decision timeout?"""
+    async def readiness(self) -> Readiness:
+        """Ready while the store answers; without it, ready (degraded) only when failing open."""
         try:
-            return await self._bounded(self._backend.ping(), "ping", None)
+            await self._bounded(self._backend.ping(), "ping", None)
         except BackendUnavailableError:
-            return False
+            if self.failure_mode is FailureMode.OPEN:
+                return degraded(REDIS_DOWN_FAILING_OPEN)
+            return unready(REDIS_DOWN_FAILING_CLOSED)
+        return READY
 
     async def _bounded(
         self, call: Coroutine[Any, Any, ResultT], operation: str, deadline_s: float | None
