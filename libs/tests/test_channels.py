@@ -131,4 +131,3 @@ def test_targets_that_list_their_addresses_are_kept() -> None:
     assert dns_target("ipv4:10.0.0.1:1,10.0.0.2:1") == "ipv4:10.0.0.1:1,10.0.0.2:1"
     assert dns_target("unix:/run/rl.sock") == "unix:/run/rl.sock"
     assert dns_target("dns:///rl:1") == "dns:///rl:1"
-

@@ -167,7 +167,7 @@ async def test_hung_redis_is_decided_by_the_failure_mode_within_the_timeout_and_
         assert all(not v.allowed and v.degraded for v in verdicts)
         assert await admission.readiness() == unready(REDIS_DOWN_FAILING_CLOSED)
     finally:
-        await backend.close()
+        await admission.close()
     data = reader.get_metrics_data()
     assert data is not None
     failures = [

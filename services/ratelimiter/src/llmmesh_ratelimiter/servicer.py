@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import asyncio
+from typing import NoReturn, TypeAlias
 
 import grpc
 import grpc.aio
@@ -14,6 +15,7 @@ from llmmesh_ratelimiter import validation
 from llmmesh_ratelimiter.admission import (
     Admission,
     BackendUnavailableError,
+    DecisionPastDeadlineError,
     UnknownTenantError,
     Verdict,
 )
@@ -44,6 +46,13 @@ def _store_unavailable(operation: str) -> RpcFailure:
     )
 
 
+_PAST_DEADLINE = RpcFailure(
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    "the deadline passed before the ratelimit store answered; nothing was reserved",
+    reason="RATELIMIT_DECISION_PAST_DEADLINE",
+)
+
+
 class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
     """Reserve, Settle and Release; a denial is a normal DECISION_DENY answer, not an error."""
 
@@ -68,6 +77,8 @@ class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
         except UnknownTenantError:
             unknown = FieldViolation("tenant", "no tenant of this name in the policy")
             await abort(context, invalid_argument([unknown]))
+        except DecisionPastDeadlineError:
+            await _abort_unless_ended(context, _PAST_DEADLINE)
         return _reserve_response(verdict)
 
     @override
@@ -99,6 +110,20 @@ class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
         except BackendUnavailableError:
             await abort(context, _store_unavailable("release"))
         return ratelimit_service_pb2.ReleaseResponse(found=found)
+
+
+async def _abort_unless_ended(context: Context, failure: RpcFailure) -> NoReturn:
+    """Aborts with `failure`, unless the caller's deadline ended the call first (a race our
+    timer, set a little earlier, loses when the loop is busy): then nobody is left to tell."""
+    if not context.done():
+        try:
+            await abort(context, failure)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # grpc's error for a call that already ended
+            if not context.done():
+                raise
+    raise asyncio.CancelledError
 
 
 def _reserve_response(verdict: Verdict) -> ratelimit_service_pb2.ReserveResponse:

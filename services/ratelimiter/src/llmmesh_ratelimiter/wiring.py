@@ -47,6 +47,6 @@ async def build_servicer(settings: RatelimiterSettings, policy_document: dict[st
     return Wiring(
         servicer=RateLimitServicer(admission),
         readiness_checks=[admission.readiness],
-        closers=[backend.close],
+        closers=[admission.close],
         reloaders=[policy.reload],
     )
