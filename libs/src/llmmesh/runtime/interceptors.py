@@ -27,7 +27,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llmmesh.runtime import semconv
-from llmmesh.runtime.errors import RpcFailure
+from llmmesh.runtime.errors import RpcFailure, abort
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("llmmesh.runtime.grpc")
@@ -84,7 +84,7 @@ async def _fail(context: Context, span: Span | None, error: Exception, method: s
         if span is not None:
             span.record_exception(error)
     _record(span, failure.code, failure.reason)
-    await context.abort_with_status(failure.to_status())
+    await abort(context, failure)
 
 
 def _record_cancelled(span: Span | None) -> None:
