@@ -77,6 +77,8 @@ class Verdict:
     retry_after_ms: int = 0
     # True when the store was unreachable and the verdict is the configured failure mode's.
     degraded: bool = False
+    # What was decided on, so that a verdict nobody received can be undone.
+    plan: ReservationPlan | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class Admission:
@@ -205,7 +207,7 @@ class Admission:
         scope = asyncio.timeout(wait_s)
         try:
             async with scope:
-                return await self._backend.reserve(plan)
+                outcome = await self._backend.reserve(plan)
         except asyncio.CancelledError:
             # The caller left: its answer will never be read, whatever Redis decides.
             self.abandonment.undo(plan)
@@ -218,6 +220,18 @@ class Admission:
             if scope.expired():
                 raise DecisionPastDeadlineError(plan.reservation_id) from error
             raise self._unavailable("reserve", error) from error
+        deadline = scope.when()
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            # The answer came, but after the deadline: on a busy loop the store's reply can be
+            # read before the timer fires. Nobody will read this verdict.
+            self.abandonment.undo(plan)
+            raise DecisionPastDeadlineError(plan.reservation_id)
+        return outcome
+
+    def give_up(self, verdict: Verdict) -> None:
+        """Undoes a verdict whose caller left before it could be answered."""
+        if verdict.plan is not None and verdict.reservation_id:
+            self.abandonment.undo(verdict.plan)
 
     async def _call(self, call: Awaitable[ResultT], operation: str) -> ResultT:
         try:
@@ -272,7 +286,7 @@ def _verdict(plan: ReservationPlan, outcome: ReserveOutcome) -> Verdict:
         for check, state in zip(plan.checks, outcome.states, strict=True)
     )
     if outcome.allowed:
-        return Verdict(True, plan.reservation_id, plan.checks, states)
+        return Verdict(True, plan.reservation_id, plan.checks, states, plan=plan)
     blocking = [
         (state.retry_after_ms, check.name)
         for check, state in zip(plan.checks, states, strict=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
 import grpc
 import grpc.aio
@@ -78,7 +78,11 @@ class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
             unknown = FieldViolation("tenant", "no tenant of this name in the policy")
             await abort(context, invalid_argument([unknown]))
         except DecisionPastDeadlineError:
-            await _abort_unless_ended(context, _PAST_DEADLINE)
+            await abort(context, _PAST_DEADLINE)
+        if context.done():
+            # The caller left (or its deadline passed) as the verdict came: it never reads it.
+            self._admission.give_up(verdict)
+            raise asyncio.CancelledError
         return _reserve_response(verdict)
 
     @override
@@ -110,20 +114,6 @@ class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
         except BackendUnavailableError:
             await abort(context, _store_unavailable("release"))
         return ratelimit_service_pb2.ReleaseResponse(found=found)
-
-
-async def _abort_unless_ended(context: Context, failure: RpcFailure) -> NoReturn:
-    """Aborts with `failure`, unless the caller's deadline ended the call first (a race our
-    timer, set a little earlier, loses when the loop is busy): then nobody is left to tell."""
-    if not context.done():
-        try:
-            await abort(context, failure)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:  # grpc's error for a call that already ended
-            if not context.done():
-                raise
-    raise asyncio.CancelledError
 
 
 def _reserve_response(verdict: Verdict) -> ratelimit_service_pb2.ReserveResponse:
