@@ -36,14 +36,20 @@ class MeshProcess:
         return f"127.0.0.1:{self.port}"
 
 
-def mesh_environment(ports: Mapping[str, int], base: Mapping[str, str]) -> dict[str, str]:
-    """The environment that points every service at its port and the router at its peers."""
+def mesh_environment(
+    ports: Mapping[str, int],
+    base: Mapping[str, str],
+    peer_addresses: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment that points every service at its port and the router at its peers
+    (or at `peer_addresses`, e.g. an `ipv4:` list of several replicas of one peer)."""
     env = dict(base)
     for service, port in ports.items():
         env[f"LLMMESH_{service.upper()}_PORT"] = str(port)
         env.setdefault(f"LLMMESH_{service.upper()}_LISTEN_HOST", "127.0.0.1")
     for peer in ("ratelimiter", "cache", "provider"):
-        env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = f"127.0.0.1:{ports[peer]}"
+        address = (peer_addresses or {}).get(peer, f"127.0.0.1:{ports[peer]}")
+        env[f"LLMMESH_ROUTER_{peer.upper()}_ADDRESS"] = address
     env["LLMMESH_CACHE_PROVIDER_ADDRESS"] = f"127.0.0.1:{ports['provider']}"
     return env
 
@@ -57,11 +63,14 @@ class Mesh:
         env: Mapping[str, str] | None = None,
         log_to: IO[bytes] | int | None = None,
         python: str = sys.executable,
+        peer_addresses: Mapping[str, str] | None = None,
     ) -> None:
         self.ports = dict(ports or DEFAULT_PORTS)
         # The interpreter (and so the environment) the services run from.
         self._python = python
-        self._env = mesh_environment(self.ports, env if env is not None else os.environ)
+        self._env = mesh_environment(
+            self.ports, env if env is not None else os.environ, peer_addresses
+        )
         self._log_to = log_to
         self.processes: dict[str, MeshProcess] = {}
         # Further replicas started with add_replica, stopped with the rest.

@@ -14,6 +14,7 @@ import contextlib
 from types import TracebackType
 
 CHUNK_BYTES = 64 * 1024
+LISTEN_BACKLOG = 4096
 
 
 class DelayingProxy:
@@ -31,7 +32,11 @@ class DelayingProxy:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def __aenter__(self) -> DelayingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        # A deep backlog: a burst of reconnects must not wait for this loop to accept them
+        # (a full backlog drops SYNs, and the client retries only after a second).
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, backlog=LISTEN_BACKLOG
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
