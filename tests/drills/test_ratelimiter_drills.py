@@ -107,6 +107,10 @@ def ratelimiters(
         "LLMMESH_POLICY_FILE": str(policy),
         "LLMMESH_RATELIMITER_FAILURE_MODE": request.param,
         "LLMMESH_RATELIMITER_DRAIN_DELAY_S": "0",
+        # The generous bound past which Redis counts as dead, more generous here: the proxy
+        # shares this loaded test process and must not pass for a dead Redis. What is drilled
+        # is that slow answers are awaited, not where the bound lies.
+        "LLMMESH_RATELIMITER_DECISION_TIMEOUT_S": "5",
     }
     log_path = policy.parent / "ratelimiters.log"
     with log_path.open("ab") as log:
