@@ -83,47 +83,50 @@ async def until_answered_by(channel: grpc.aio.Channel, expected: set[str]) -> No
             await asyncio.sleep(0.02)
 
 
+@pytest.fixture
+async def channel(replicas: list[Replica]) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to both replicas, once both answer on it."""
+    a, b = replicas
+    async with open_channel(f"ipv4:127.0.0.1:{a.host.port},127.0.0.1:{b.host.port}") as opened:
+        await until_answered_by(opened, {"a", "b"})
+        yield opened
+
+
 async def test_calls_go_only_to_ready_replicas_and_degraded_ones_stay_in(
-    replicas: list[Replica],
+    replicas: list[Replica], channel: grpc.aio.Channel
 ) -> None:
     a, b = replicas
-    target = f"ipv4:127.0.0.1:{a.host.port},127.0.0.1:{b.host.port}"
-    async with open_channel(target) as channel:
-        await until_answered_by(channel, {"a", "b"})
-        a.readiness = unready("redis unreachable, failing closed")
-        await until_answered_by(channel, {"b"})
-        # Degraded is still ready: it keeps its share of the calls.
-        a.readiness = degraded("redis unreachable, failing open")
-        await until_answered_by(channel, {"a", "b"})
-        assert await peer_readiness(channel) in (READY, degraded("redis unreachable, failing open"))
-        a.readiness = unready("down")
-        b.readiness = unready("down")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async with asyncio.timeout(SETTLE_S):
-                while True:
-                    await answered_by(channel, 1)
-                    await asyncio.sleep(0.02)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert not (await peer_readiness(channel)).ready
+    a.readiness = unready("redis unreachable, failing closed")
+    await until_answered_by(channel, {"b"})
+    # Degraded is still ready: it keeps its share of the calls.
+    a.readiness = degraded("redis unreachable, failing open")
+    await until_answered_by(channel, {"a", "b"})
+    assert await peer_readiness(channel) in (READY, degraded("redis unreachable, failing open"))
+    a.readiness = unready("down")
+    b.readiness = unready("down")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async with asyncio.timeout(SETTLE_S):
+            while True:
+                await answered_by(channel, 1)
+                await asyncio.sleep(0.02)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert not (await peer_readiness(channel)).ready
 
 
 async def test_a_draining_replica_stops_receiving_calls_before_it_stops_accepting(
-    replicas: list[Replica],
+    replicas: list[Replica], channel: grpc.aio.Channel
 ) -> None:
-    a, b = replicas
-    target = f"ipv4:127.0.0.1:{a.host.port},127.0.0.1:{b.host.port}"
-    async with open_channel(target) as channel:
-        await until_answered_by(channel, {"a", "b"})
-        stopping = asyncio.get_running_loop().time()
-        a.host.request_stop()
-        # Within the drain delay a still accepts, but the channel has moved to b.
-        await until_answered_by(channel, {"b"})
-        assert a.task is not None
-        assert not a.task.done()
-        # The channel's health watch on a ends with the drain: it does not hold the stop
-        # open until the grace period runs out.
-        await asyncio.wait_for(a.task, GRACE_PERIOD_S / 2)
-        assert asyncio.get_running_loop().time() - stopping < GRACE_PERIOD_S / 2
+    a, _ = replicas
+    stopping = asyncio.get_running_loop().time()
+    a.host.request_stop()
+    # Within the drain delay a still accepts, but the channel has moved to b.
+    await until_answered_by(channel, {"b"})
+    assert a.task is not None
+    assert not a.task.done()
+    # The channel's health watch on a ends with the drain: it does not hold the stop
+    # open until the grace period runs out.
+    await asyncio.wait_for(a.task, GRACE_PERIOD_S / 2)
+    assert asyncio.get_running_loop().time() - stopping < GRACE_PERIOD_S / 2
 
 
 def test_targets_that_list_their_addresses_are_kept() -> None:

@@ -1,4 +1,4 @@
-"""What several drills share: a policy for the mesh, a request, and what Redis still holds."""
+"""What several drills share: a policy for the mesh, a request, and a patient wait."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import os
 import pathlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-import redis
 import yaml
 
 from llmmesh.common.v1 import caching_pb2, chat_pb2
@@ -58,30 +57,6 @@ def chat_request(*, bypass_cache: bool = True) -> router_service_pb2.StreamCompl
         messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=uuid.uuid4().hex)],
         cache=router_pb2.CacheControl(mode=mode),
     )
-
-
-def held_leases(redis_url: str) -> int:
-    """Concurrency leases held in Redis: after every request ended, each one is a leak."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return sum(int(client.zcard(key)) for key in client.scan_iter("llmmesh:rl:*:concurrency:*"))
-    finally:
-        client.close()
-
-
-def reservations(redis_url: str) -> Mapping[str, int]:
-    """Reservation records by state: `held` ones never got their settlement (or release)."""
-    client = redis.Redis.from_url(redis_url)
-    counts = {"held": 0, "done": 0}
-    try:
-        for key in client.scan_iter("llmmesh:rl:*:reservation:*"):
-            if b":abandoned:" in key:
-                continue
-            record = client.get(key) or b""
-            counts["held" if b'"s":"held"' in record else "done"] += 1
-    finally:
-        client.close()
-    return counts
 
 
 def wait_for(condition: Callable[[], bool], within_s: float, interval_s: float = 0.05) -> bool:

@@ -33,7 +33,7 @@ from llmmesh.ratelimit.v1 import ratelimit_service_pb2
 from llmmesh.router.v1 import router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.health import DEPENDENCIES, LIVENESS, describe, read_health
 from llmmesh.testing.mesh import AUTH_METADATA, local_mesh
-from llmmesh.testing.redis_server import RedisServer
+from llmmesh.testing.redis_server import RedisServer, running_redis
 from tests.drills.conftest import DrillRecord
 from tests.drills.support import chat_request, mesh_env, mesh_policy, wait_for
 
@@ -174,10 +174,8 @@ class Load:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
+    with running_redis() as server:
+        yield server
 
 
 EXPECTED_DURING_OUTAGE = {

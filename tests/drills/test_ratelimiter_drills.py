@@ -35,15 +35,9 @@ from llmmesh.testing.delaying_proxy import DelayingProxy
 from llmmesh.testing.mesh import AUTH_METADATA, free_mesh_ports
 from llmmesh.testing.ports import free_port
 from llmmesh.testing.redis_server import RedisServer
+from llmmesh_ratelimiter.testing import held_leases, reservation_states
 from tests.drills.conftest import DrillRecord
-from tests.drills.support import (
-    chat_request,
-    held_leases,
-    mesh_env,
-    mesh_policy,
-    reservations,
-    wait_for,
-)
+from tests.drills.support import chat_request, mesh_env, mesh_policy, wait_for
 
 LIMIT = 100
 REPLICAS = 3
@@ -322,10 +316,10 @@ async def test_sigterm_of_a_ratelimiter_under_load_loses_no_settlement(
                 await asyncio.to_thread(mesh.add_replica, "ratelimiter", ports["ratelimiter"])
             await asyncio.to_thread(
                 wait_for,
-                lambda: not reservations(store.url)["held"] and not held_leases(store.url),
+                lambda: not reservation_states(store.url)["held"] and not held_leases(store.url),
                 SETTLED_WITHIN_S,
             )
-            records = reservations(store.url)
+            records = reservation_states(store.url)
             leaked = held_leases(store.url)
         finally:
             with contextlib.suppress(subprocess.TimeoutExpired):

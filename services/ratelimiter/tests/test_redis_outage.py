@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -49,15 +49,6 @@ POLICY: dict[str, Any] = {
 }  # fmt: skip
 
 RESERVE = ratelimit_service_pb2.ReserveRequest(tenant="acme", model="m", estimated_tokens=10)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis server this test may kill and restart."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 async def wait_until_healthy(check: Any, within_s: float = 5.0) -> float:

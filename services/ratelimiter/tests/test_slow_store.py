@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis
 
 from llmmesh.runtime.health import READY, degraded
 from llmmesh.testing.delaying_proxy import DelayingProxy
@@ -25,6 +24,7 @@ from llmmesh_ratelimiter.memory_backend import MemoryBackend
 from llmmesh_ratelimiter.policy_holder import PolicyHolder
 from llmmesh_ratelimiter.rate_policy import FailureMode, load_rate_policy
 from llmmesh_ratelimiter.redis_backend import AttemptAbandonedError, RedisBackend, connect_redis
+from llmmesh_ratelimiter.testing import held_leases
 
 MONTH_S = 30 * 86400
 POLICY: dict[str, Any] = {
@@ -63,14 +63,6 @@ async def slow_redis(redis_url: str) -> AsyncIterator[DelayingProxy]:
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     async with DelayingProxy(port, delay_s=0.3) as proxy:
         yield proxy
-
-
-def held_leases(redis_url: str) -> int:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return sum(int(client.zcard(key)) for key in client.scan_iter("llmmesh:rl:*:concurrency:*"))
-    finally:
-        client.close()
 
 
 async def remaining_requests(admission: Admission) -> int:
@@ -195,14 +187,6 @@ async def test_an_attempt_undone_before_it_arrives_takes_nothing(redis_url: str)
         assert (await backend.reserve(admission.plan("acme", "m", 1, "overtaken"))).allowed
     finally:
         await backend.close()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 async def test_an_open_circuit_decides_without_waiting_and_closes_when_redis_is_back(
