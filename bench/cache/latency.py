@@ -32,14 +32,18 @@ from llmmesh.common.v1 import caching_pb2
 from llmmesh.testing.redis_server import running_redis
 from llmmesh_cache.answer_cache import AnswerCache
 from llmmesh_cache.backends.redis_store import RedisEntryStore
+from llmmesh_cache.cpu_pool import FairCpuPool
 from llmmesh_cache.embedders.local import LocalMiniLMEmbedder, local_model_importable
 from llmmesh_cache.embedders.registry import EmbedderKind, EmbedderRegistry
 from llmmesh_cache.embedders.simulated import SimulatedEmbedder
 from llmmesh_cache.entries import CacheEntry, TenantLimits
+from llmmesh_cache.observability import CacheMetrics
 from llmmesh_cache.policy import CachePolicy
 from llmmesh_cache.scope import scope_keys
+from llmmesh_cache.semantic import SemanticMatcher
 from llmmesh_cache.testing import answer, policy_document, scope
 from llmmesh_cache.vector_index import VectorIndex
+from llmmesh_cache.verification.features import FeatureCache
 
 SUBJECTS = (
     "invoice",
@@ -137,7 +141,10 @@ async def run_size(redis_url: str, size: int, query_count: int) -> None:
     registry = EmbedderRegistry(
         {"simulated": EmbedderKind(timed.name, lambda: timed)}, default_kind="simulated"
     )
-    cache = AnswerCache(store, index, registry, CachePolicy.from_document(policy_document()))
+    pool = FairCpuPool(workers=2, max_queued=64, max_queued_per_tenant=64)
+    semantic = SemanticMatcher(registry, pool, FeatureCache(16 << 20), CacheMetrics())
+    policy = CachePolicy.from_document(policy_document())
+    cache = AnswerCache(store, index, registry, policy, semantic, pool)
     started = time.perf_counter()
     prompts = await fill(store, index, simulated, size)
     load_1m = os.getloadavg()[0]
@@ -189,6 +196,7 @@ async def run_size(redis_url: str, size: int, query_count: int) -> None:
           f"{hits}/{len(paraphrases)} verified hits)")  # fmt: skip
     print(f"embedding (simulated)  {percentiles_ms(timed.durations_s)}")
     await client.aclose()
+    pool.close()
 
 
 def local_embedding_times(texts: Sequence[str]) -> None:

@@ -55,6 +55,12 @@ def _arguments() -> argparse.Namespace:
         ".venv-bench-services), or from this interpreter's development environment",
     )  # fmt: skip
     parser.add_argument(
+        "--peers", choices=("mtls", "token", "insecure"), default="mtls",
+        help="how the services talk to each other: mTLS with certificates made for the run "
+        "(as llmmesh up), a mesh token, or plain text (LLMMESH_INSECURE_PEERS=true); "
+        "python -m bench.mesh.transport compares plain text and mTLS side by side",
+    )  # fmt: skip
+    parser.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
         help="extra environment for the four services (repeatable), e.g. OTEL_SDK_DISABLED=true",
     )  # fmt: skip
@@ -97,7 +103,9 @@ def main() -> None:
     service_env = _service_env(arguments.service_env)
     results = Results()
     python = services_python(_progress) if arguments.services_from == "deployed" else sys.executable
-    with running_environment(arguments.upstream, service_env, arguments.log, python) as env:
+    with running_environment(
+        arguments.upstream, service_env, arguments.log, python, arguments.peers
+    ) as env:
         runner = Runner(env, timing, _progress)
         results.idle_rss_mib = runner.idle_rss_mib()
         for scenario in chosen:
@@ -109,6 +117,7 @@ def main() -> None:
         f"upstream `{arguments.upstream}`; {timing.duration_s:g} s measured after "
         f"{timing.warmup_s:g} s warm-up per run; Redis backends for ratelimiter and cache; "
         f"services run from the {arguments.services_from} environment; "
+        f"between services: {arguments.peers}; "
         f"service env overrides: {service_env or 'none'}"
     )
     direct_label = (

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import yaml
 
-from llmmesh.mesh import Mesh
+from llmmesh.mesh import Mesh, PeerSecurity
 from llmmesh.policy import hash_api_key
 from llmmesh.testing.mesh import free_mesh_ports
 from llmmesh.testing.ports import free_port
@@ -162,6 +162,20 @@ class Environment:
     upstreams: dict[str, Upstream]
     workdir: pathlib.Path
 
+    def peer_credentials(self) -> dict[str, str]:
+        """LoadSpec fields to call an internal service directly with the router's identity."""
+        credentials = self.mesh.credentials
+        if credentials is None or credentials.peers == "insecure":
+            return {}
+        if credentials.peers == "token":
+            return {"mesh_token": credentials.token}
+        router = credentials.certificates["router"]
+        return {
+            "tls_cert_file": str(router.cert_file),
+            "tls_key_file": str(router.key_file),
+            "tls_ca_file": str(router.ca_file),
+        }
+
 
 @contextlib.contextmanager
 def running_environment(
@@ -169,6 +183,7 @@ def running_environment(
     service_env: Mapping[str, str],
     log_path: pathlib.Path,
     services_python: str = sys.executable,
+    peers: PeerSecurity = "mtls",
 ) -> Iterator[Environment]:
     """Redis, the fake upstreams (for `openai`) and the four services, stopped on exit."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="llmmesh-bench-"))
@@ -191,7 +206,7 @@ def running_environment(
             UPSTREAM_KEY_ENV: UPSTREAM_KEY,
             **service_env,
         }
-        mesh = Mesh(free_mesh_ports(), env, log_to=log, python=services_python)
+        mesh = Mesh(free_mesh_ports(), env, log_to=log, python=services_python, peers=peers)
         mesh.start()
         stack.callback(mesh.stop)
         upstreams = {

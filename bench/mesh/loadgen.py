@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import pathlib
 import resource
 import sys
 import time
@@ -30,6 +31,7 @@ from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
 from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2, ratelimit_service_pb2_grpc
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
+from llmmesh.runtime.mesh_token import MeshToken, token_interceptors
 
 TARGETS = (
     "router-stream", "router-unary", "provider", "upstream-http", "ratelimiter", "cache-lookup",
@@ -60,6 +62,12 @@ class LoadSpec:
     # "unique": a fresh prompt per call (a cache miss); "fixed": the same prompt every time.
     prompt: str = "unique"
     cache_mode: str = "exact"
+    # Mesh credentials for calling an internal service directly, as the router does:
+    # its certificate files (mTLS), or the mesh token.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    mesh_token: str = ""
 
     def to_argument(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -356,9 +364,24 @@ async def _opened_call(spec: LoadSpec) -> AsyncIterator[Call]:
         "ratelimiter": _ratelimiter,
         "cache-lookup": _cache_lookup,
     }
-    async with grpc.aio.insecure_channel(spec.address) as channel:
+    async with _channel(spec) as channel:
         await channel.channel_ready()
         yield builders[spec.target](spec, channel)
+
+
+def _channel(spec: LoadSpec) -> grpc.aio.Channel:
+    """Plain text, or the router's mesh credentials for a direct call to a peer."""
+    interceptors = (
+        token_interceptors(MeshToken.from_value(spec.mesh_token)) if spec.mesh_token else None
+    )
+    if not spec.tls_ca_file:
+        return grpc.aio.insecure_channel(spec.address, interceptors=interceptors)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pathlib.Path(spec.tls_ca_file).read_bytes(),
+        private_key=pathlib.Path(spec.tls_key_file).read_bytes(),
+        certificate_chain=pathlib.Path(spec.tls_cert_file).read_bytes(),
+    )
+    return grpc.aio.secure_channel(spec.address, credentials, interceptors=interceptors)
 
 
 async def run(spec: LoadSpec) -> RunResult:

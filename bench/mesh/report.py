@@ -295,12 +295,20 @@ def render(results: Results, *, command: str, settings: str, direct_label: str) 
     return "\n".join(sections) + "\n"
 
 
-def write_into(document: pathlib.Path, rendered: str) -> None:
-    """Replaces the results block of `document`, or appends one when it has none."""
+def write_into(
+    document: pathlib.Path,
+    rendered: str,
+    *,
+    start: str = RESULTS_START,
+    end: str = RESULTS_END,
+    heading: str = "",
+) -> None:
+    """Replaces the block between `start` and `end` in `document`, or appends `rendered`
+    (under `heading`, when given) when it has none."""
     text = document.read_text() if document.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(re.escape(RESULTS_START) + r".*?" + re.escape(RESULTS_END) + r"\n?", re.S)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: rendered, text)
     else:
-        text = text.rstrip("\n") + "\n\n" + rendered
+        text = text.rstrip("\n") + "\n\n" + (f"{heading}\n\n" if heading else "") + rendered
     document.write_text(text)

@@ -48,6 +48,8 @@ SCENARIOS = (
 
 # Each hop called on its own, one call at a time, on the instant upstream.
 HOP_TARGETS = ("ratelimiter", "cache-lookup", "provider")
+# Targets that call an internal service directly, with the router's mesh credentials.
+DIRECT_TO_PEERS = frozenset(HOP_TARGETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,10 @@ class Runner:
             elif "llmmesh.testing.fake_upstreams" in child.cmdline():
                 self._others[_upstream_label(child.cmdline())] = child
 
+    @property
+    def environment(self) -> Environment:
+        return self._env
+
     def idle_rss_mib(self) -> dict[str, float]:
         time.sleep(IDLE_SETTLE_S)
         return rss_mib(self._services)
@@ -151,6 +157,7 @@ class Runner:
             "provider": upstream.provider_model,
             "upstream-http": upstream.provider_model,
         }
+        credentials = self._env.peer_credentials() if target in DIRECT_TO_PEERS else {}
         return LoadSpec(
             target=target,
             address=addresses[target],
@@ -161,6 +168,7 @@ class Runner:
             instance=upstream.provider_instance,
             api_key=API_KEY,
             tenant=TENANT,
+            **credentials,
             **extra,
         )
 
@@ -181,8 +189,11 @@ class Runner:
 
     def hops(self) -> dict[str, Measured]:
         self._progress("hops: each service called on its own, c=1")
-        upstream = self._env.upstreams["instant"]
-        return {target: self.measure(self._spec(target, upstream, 1)) for target in HOP_TARGETS}
+        return {target: self.hop(target) for target in HOP_TARGETS}
+
+    def hop(self, target: str) -> Measured:
+        """One service called on its own, one call at a time, on the instant upstream."""
+        return self.measure(self._spec(target, self._env.upstreams["instant"], 1))
 
 
 def _upstream_label(command: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""Rich errors survive a real gRPC hop, in unary and streaming RPCs alike."""
+"""Rich errors survive a real gRPC hop, in unary and streaming RPCs alike, and stay small
+enough for a trailer whatever they hold."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import pytest
 
 from llmmesh.runtime.errors import (
     ERROR_DOMAIN,
+    MAX_FIELD_VIOLATIONS,
+    MAX_MESSAGE_WIRE_BYTES,
+    OMITTED_FIELD_VIOLATIONS,
+    ErrorDetails,
     FieldViolation,
     QuotaViolation,
     RpcFailure,
+    cut_text,
     error_details,
     invalid_argument,
 )
-from llmmesh.runtime.interceptors import ServerCallInterceptor
+from llmmesh.testing.intercepted import intercepted_server
+from llmmesh.testing.trailers import trailer_wire_bytes
 
 QUOTA_FAILURE = RpcFailure(
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -45,18 +52,13 @@ async def _crash(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[ServerCallInterceptor()])
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
         "Crash": grpc.unary_unary_rpc_method_handler(_crash),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+    async with intercepted_server(handlers) as client:
         yield client
-    await server.stop(None)
 
 
 async def test_unary_failure_arrives_with_error_info_retry_info_and_quota_failure(
@@ -111,3 +113,111 @@ def test_error_details_of_a_plain_status_has_no_reason() -> None:
     details = error_details(PlainError())
     assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "")
     assert details.message == "connection refused"
+
+
+# -- bounded size ---------------------------------------------------------------------------
+
+TRAILER_LIMIT_BYTES = 4096
+HUGE_NAME = "m" * 20_000
+
+
+SOURCES = {
+    "huge value in the message": lambda: invalid_argument(
+        [FieldViolation("model", f"unknown model {HUGE_NAME!r}")]
+    ),
+    "ten thousand field violations": lambda: invalid_argument(
+        [FieldViolation(f"messages[{i}].content", "must not be empty") for i in range(10_000)]
+    ),
+    "characters that percent-encode": lambda: RpcFailure(
+        grpc.StatusCode.INVALID_ARGUMENT, "数据" * 5_000, reason="INVALID_REQUEST"
+    ),
+    "huge metadata and quota violations": lambda: RpcFailure(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "slow down",
+        reason="RATE_LIMITED" * 50,
+        metadata={f"key-{i}-{HUGE_NAME}": HUGE_NAME for i in range(100)},
+        quota_violations=[QuotaViolation(HUGE_NAME, HUGE_NAME) for _ in range(100)],
+        field_violations=[FieldViolation(HUGE_NAME, HUGE_NAME) for _ in range(100)],
+    ),
+}
+
+
+@pytest.fixture
+async def failing_channel() -> AsyncIterator[tuple[grpc.aio.Channel, list[RpcFailure]]]:
+    """A server whose one method raises the failure the test puts in the list."""
+    planted: list[RpcFailure] = []
+
+    async def fail(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        raise planted[0]
+
+    handlers = {"Fail": grpc.unary_unary_rpc_method_handler(fail)}
+    async with intercepted_server(handlers) as client:
+        yield client, planted
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_any_failure_arrives_with_its_own_status_in_a_trailer_under_4_kb(
+    failing_channel: tuple[grpc.aio.Channel, list[RpcFailure]], source: str
+) -> None:
+    channel, planted = failing_channel
+    planted.append(SOURCES[source]())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/t.T/Fail")(b"")
+    assert caught.value.code() == planted[0].code  # not RESOURCE_EXHAUSTED "Stream removed"
+    assert error_details(caught.value).domain == ERROR_DOMAIN
+    assert trailer_wire_bytes(caught.value) < TRAILER_LIMIT_BYTES
+
+
+def test_a_long_message_is_cut_with_an_ellipsis_within_the_bound() -> None:
+    failure = invalid_argument([FieldViolation("model", f"unknown model {HUGE_NAME!r}")])
+    message = failure.to_status().details
+    assert message.startswith("invalid request: model: unknown model 'mmm")
+    assert message.endswith("\u2026")
+    assert len(message.encode()) <= MAX_MESSAGE_WIRE_BYTES
+
+
+def test_what_was_left_out_is_counted() -> None:
+    violations = [FieldViolation(f"messages[{i}].content", "must not be empty") for i in range(500)]
+    status = invalid_argument(violations).to_status()
+    details = _decoded(status)
+    assert 0 < len(details.field_violations) <= MAX_FIELD_VIOLATIONS
+    assert details.field_violations[0] == violations[0]
+    omitted = int(details.metadata[OMITTED_FIELD_VIOLATIONS])
+    assert omitted + len(details.field_violations) == 500
+    assert "; and 495 more" in status.details
+
+
+def test_values_within_the_bounds_are_unchanged() -> None:
+    details = _decoded(QUOTA_FAILURE.to_status())
+    assert details.message == "slow down"
+    assert details.metadata == {"limit": "tenant-requests"}
+    assert details.quota_violations == QUOTA_FAILURE.quota_violations
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("exactly10!", 10, "exactly10!"),
+        ("eleven chars", 10, "eleven \u2026"),  # the ellipsis takes three bytes
+        ("ééééé", 7, "éé\u2026"),
+        ("lone \ud800 surrogate", 100, "lone ? surrogate"),
+    ],
+)
+def test_cut_text_keeps_within_its_byte_limit(text: str, limit: int, expected: str) -> None:
+    assert cut_text(text, limit) == expected
+    assert len(cut_text(text, limit).encode()) <= limit
+
+
+def _decoded(status: grpc.Status) -> ErrorDetails:
+    class Received(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return status.code
+
+        def details(self) -> str:
+            return str(status.details)
+
+        def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+            return tuple(status.trailing_metadata)
+
+    return error_details(Received())

@@ -86,6 +86,7 @@ def test_invalid_setting_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ratelimiter:50052", "dns:///ratelimiter:50052"),
         ("dns:///cache:50053", "dns:///cache:50053"),
         ("unix:/tmp/provider.sock", "unix:/tmp/provider.sock"),
+        ("ipv4:127.0.0.1:50054,127.0.0.1:50064", "ipv4:127.0.0.1:50054,127.0.0.1:50064"),
     ],
 )
 def test_peer_addresses_resolve_through_dns_for_round_robin(address: str, target: str) -> None:

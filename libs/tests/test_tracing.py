@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from llmmesh.runtime.channels import open_channel
-from llmmesh.runtime.errors import RpcFailure
+from llmmesh.runtime.errors import RpcFailure, error_details
 from llmmesh.runtime.interceptors import ServerCallInterceptor
 from llmmesh.testing.spans import span_exporter
 
@@ -39,6 +39,13 @@ async def _stream(
         raise
 
 
+async def _written_stream(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+    """A streaming handler that writes instead of yielding, then fails part-way."""
+    for index in range(int(request)):
+        await context.write(str(index).encode())
+    raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, "stalled", reason="STREAM_STALLED")
+
+
 @pytest.fixture
 def spans() -> InMemorySpanExporter:
     exporter = span_exporter()
@@ -53,6 +60,7 @@ async def channel(spans: InMemorySpanExporter) -> AsyncIterator[grpc.aio.Channel
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+        "Written": grpc.unary_stream_rpc_method_handler(_written_stream),
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", handlers)])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -151,3 +159,19 @@ async def test_health_checks_are_not_traced(spans: InMemorySpanExporter) -> None
     await server.stop(None)
     await asyncio.sleep(0.05)
     assert spans.get_finished_spans() == ()
+
+
+async def test_a_stream_written_with_context_write_is_traced_and_fails_with_its_rich_status(
+    channel: grpc.aio.Channel, spans: InMemorySpanExporter
+) -> None:
+    call = channel.unary_stream("/t.T/Written")(b"3")
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        while (message := await call.read()) is not grpc.aio.EOF:
+            received.append(message)
+    assert received == [b"0", b"1", b"2"]
+    assert error_details(failure.value).reason == "STREAM_STALLED"
+    server = _by_kind(await _finished(spans, 2), SpanKind.SERVER)
+    assert server.status.status_code is StatusCode.ERROR
+    assert server.attributes is not None
+    assert server.attributes["llmmesh.error.reason"] == "STREAM_STALLED"

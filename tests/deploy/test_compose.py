@@ -20,17 +20,23 @@ from .compose_model import (
     load_raw,
 )
 from .repo_facts import (
+    ALLOWED_CALLS,
     REPO_ROOT,
     SERVICES,
-    default,
+    default_health_port,
     default_port,
     dotenv,
     service_variables,
+    stop_time_s,
 )
 
 REDIS_PORT = 6379
 JAEGER_OTLP_GRPC_PORT = 4317
 JAEGER_UI_PORT = 16686
+CERT_STEP = "mesh-certs"
+CERT_STEP_DOCKERFILE = "deploy/tls/Dockerfile"
+HEALTH_CHECK_SCRIPT = "/opt/llmmesh/grpc_health_check.py"
+TLS_FILES = {"TLS_CERT_FILE": "tls.crt", "TLS_KEY_FILE": "tls.key", "TLS_CA_FILE": "ca.crt"}
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +86,10 @@ def test_every_variable_the_compose_files_use_is_in_dot_env() -> None:
         interpolate(load_raw(path), dotenv(ENV_FILE))
 
 
-def test_project_runs_the_four_services_redis_and_jaeger(project: dict[str, Any]) -> None:
-    assert set(project["services"]) == {*SERVICES, "redis", "jaeger"}
+def test_project_runs_the_four_services_redis_jaeger_and_the_certificate_step(
+    project: dict[str, Any],
+) -> None:
+    assert set(project["services"]) == {*SERVICES, "redis", "jaeger", CERT_STEP}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -168,11 +176,7 @@ def test_services_start_after_the_peers_they_call_are_healthy(project: dict[str,
 def test_every_awaited_service_has_a_health_check(project: dict[str, Any]) -> None:
     for definition in project["services"].values():
         for peer, dependency in definition.get("depends_on", {}).items():
-            if dependency["condition"] != "service_healthy":
-                continue
-            if peer in SERVICES:  # the image's HEALTHCHECK
-                assert "HEALTHCHECK" in (REPO_ROOT / f"services/{peer}/Dockerfile").read_text()
-            else:
+            if dependency["condition"] == "service_healthy":
                 assert project["services"][peer]["healthcheck"]["test"]
 
 
@@ -198,6 +202,14 @@ def test_only_the_router_is_published_on_the_host(project: dict[str, Any]) -> No
     assert published == ["router"]
 
 
+@pytest.mark.parametrize("service", ["router", "jaeger"])
+def test_published_ports_listen_on_the_hosts_loopback_only(
+    project: dict[str, Any], service: str
+) -> None:
+    for port in project["services"][service]["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+
+
 def seconds(duration: str) -> float:
     match = re.fullmatch(r"(\d+)s", duration)
     assert match, f"write durations in whole seconds: {duration}"
@@ -209,10 +221,7 @@ def test_stop_grace_period_outlasts_the_services_drain(
     project: dict[str, Any], service: str
 ) -> None:
     env = environment(project, service)
-    prefix = f"LLMMESH_{service.upper()}_"
-    drain_s = float(env.get(f"{prefix}DRAIN_DELAY_S", default(service, "drain_delay_s")))
-    grace_s = float(env.get(f"{prefix}GRACE_PERIOD_S", default(service, "grace_period_s")))
-    assert seconds(project["services"][service]["stop_grace_period"]) > drain_s + grace_s
+    assert seconds(project["services"][service]["stop_grace_period"]) > stop_time_s(service, env)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -223,3 +232,110 @@ def test_service_containers_are_read_only_and_unprivileged(
     assert definition["read_only"] is True
     assert definition["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in definition["security_opt"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_listens_on_every_interface_of_its_container(
+    project: dict[str, Any], service: str
+) -> None:
+    # The services listen on loopback unless told otherwise, which no peer reaches.
+    assert environment(project, service)[f"LLMMESH_{service.upper()}_LISTEN_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_health_checks_ask_the_plain_text_health_port(
+    project: dict[str, Any], service: str
+) -> None:
+    # The service port takes only peers with certificates; the health port takes anyone.
+    health_port = int(environment(project, service)[f"LLMMESH_{service.upper()}_HEALTH_PORT"])
+    assert health_port == default_health_port(service)
+    assert health_port != default_port(service)
+    test = project["services"][service]["healthcheck"]["test"]
+    assert test == ["CMD", "python", HEALTH_CHECK_SCRIPT, f"127.0.0.1:{health_port}"]
+    assert health_port not in container_ports(project["services"][service])
+
+
+def named_volumes(definition: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Named volumes of a service: name → (mount path, options)."""
+    mounts = {}
+    for entry in definition.get("volumes", []):
+        source, target, *options = str(entry).split(":")
+        if not source.startswith((".", "/")):
+            mounts[source] = (target, options[0] if options else "rw")
+    return mounts
+
+
+def test_a_one_shot_step_makes_the_certificates_without_a_network(
+    project: dict[str, Any],
+) -> None:
+    step = project["services"][CERT_STEP]
+    assert step["build"]["dockerfile"] == CERT_STEP_DOCKERFILE
+    assert (REPO_ROOT / CERT_STEP_DOCKERFILE).is_file()
+    assert step["restart"] == "no"
+    assert step["network_mode"] == "none"
+    assert step["read_only"] is True
+    assert step["cap_drop"] == ["ALL"]
+    assert not step.get("ports")
+    outputs = named_volumes(step)
+    assert {target for target, _ in outputs.values()} == {f"/out/{s}" for s in SERVICES}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_starts_after_the_certificates_and_mounts_only_its_own(
+    project: dict[str, Any], service: str
+) -> None:
+    definition = project["services"][service]
+    condition = definition["depends_on"][CERT_STEP]["condition"]
+    assert condition == "service_completed_successfully"
+    outputs = named_volumes(project["services"][CERT_STEP])
+    (own,) = [name for name, (target, _) in outputs.items() if target == f"/out/{service}"]
+    mounted = named_volumes(definition)
+    assert set(mounted) & set(outputs) == {own}
+    target, options = mounted[own]
+    assert options == "ro"
+    env = environment(project, service)
+    for suffix, file_name in TLS_FILES.items():
+        assert env[f"LLMMESH_{service.upper()}_{suffix}"] == f"{target}/{file_name}"
+
+
+def networks_of(project: dict[str, Any], service: str) -> set[str]:
+    networks = project["services"][service].get("networks", ["default"])
+    return set(networks)
+
+
+def is_internal(project: dict[str, Any], network: str) -> bool:
+    return bool(project.get("networks", {}).get(network, {}).get("internal", False))
+
+
+def test_redis_shares_a_network_only_with_the_ratelimiter_and_the_cache(
+    project: dict[str, Any],
+) -> None:
+    redis_networks = networks_of(project, "redis")
+    assert all(is_internal(project, network) for network in redis_networks)
+    neighbours = {
+        name
+        for name in project["services"]
+        if name != "redis" and networks_of(project, name) & redis_networks
+    }
+    assert neighbours == {"ratelimiter", "cache"}
+
+
+def test_only_the_router_and_the_provider_have_a_network_way_out(
+    project: dict[str, Any],
+) -> None:
+    # The router for its published port, the provider for the model APIs; neither shares
+    # that network with another service of the mesh.
+    for service in [*SERVICES, "redis"]:
+        outward = {n for n in networks_of(project, service) if not is_internal(project, n)}
+        assert bool(outward) == (service in ("router", "provider")), service
+        for other in SERVICES:
+            if other != service:
+                assert not outward & networks_of(project, other), f"{service} and {other}"
+
+
+@pytest.mark.parametrize("caller", SERVICES)
+def test_every_call_the_mesh_makes_has_a_network(project: dict[str, Any], caller: str) -> None:
+    for callee in [callee for c, callee in ALLOWED_CALLS if c == caller]:
+        assert networks_of(project, caller) & networks_of(project, callee), f"{caller} → {callee}"
+    for service in SERVICES:
+        assert networks_of(project, service) & networks_of(project, "jaeger"), service

@@ -16,6 +16,7 @@ from .repo_facts import (
     REPO_ROOT,
     SERVICES,
     console_scripts,
+    default_health_port,
     default_port,
     service_variables,
 )
@@ -90,19 +91,23 @@ def test_entrypoint_is_the_console_script_the_service_declares(service: str) -> 
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_exposed_port_is_the_settings_default(service: str) -> None:
-    assert values(final_stage(service), "EXPOSE") == [str(default_port(service))]
+def test_exposed_ports_are_the_settings_defaults_for_service_and_health(service: str) -> None:
+    exposed = values(final_stage(service), "EXPOSE")
+    assert exposed == [f"{default_port(service)} {default_health_port(service)}"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_health_check_probes_the_port_the_service_listens_on(service: str) -> None:
+def test_health_check_probes_the_plain_text_health_port(service: str) -> None:
+    # The service port may require client certificates; the health port never does.
     checks = values(final_stage(service), "HEALTHCHECK")
     assert len(checks) == 1
     probed = re.search(r"\$\{(?P<variable>\w+):-(?P<port>\d+)\}", checks[0])
     assert probed is not None, checks[0]
+    assert probed["variable"] == f"LLMMESH_{service.upper()}_HEALTH_PORT"
     assert probed["variable"] in service_variables(service)
-    assert probed["variable"].endswith("_PORT")
-    assert int(probed["port"]) == default_port(service)
+    assert int(probed["port"]) == default_health_port(service)
+    # The image turns the health listener on at that port, which the service leaves off.
+    assert f"{probed['variable']}={probed['port']}" in values(final_stage(service), "ENV")
     assert HEALTH_CHECK_SCRIPT.rsplit("/", 1)[-1] in checks[0]
 
 
@@ -150,6 +155,7 @@ def normalized(service: str) -> str:
         (f"llmmesh-{service}", "llmmesh-SERVICE"),
         (f"llmmesh/{service}", "llmmesh/SERVICE"),
         (f"LLMMESH_{service.upper()}_", "LLMMESH_SERVICE_"),
+        (str(default_health_port(service)), "HEALTH_PORT"),
         (str(default_port(service)), "PORT"),
     ]:
         text = text.replace(specific, generic)

@@ -2,89 +2,45 @@
 
 from __future__ import annotations
 
-import functools
-import pathlib
-from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
-import yaml
 
-from .kustomize_build import (
-    KUBERNETES_DIR,
-    OVERLAYS,
-    component_sets,
-    kustomize_command,
-    render,
-    render_with_components,
+from .manifests import (
+    COMBINATIONS,
+    Manifests,
+    components_of,
+    container,
+    environment,
+    find,
+    of_kind,
+    rendered,
+    requires_kustomize,
+    service_port,
+    with_component,
 )
-from .repo_facts import SERVICES, default, default_port, service_variables
+from .repo_facts import (
+    SERVICES,
+    default_health_port,
+    default_port,
+    service_variables,
+    stop_time_s,
+)
 
-pytestmark = pytest.mark.skipif(
-    kustomize_command() is None, reason="neither kustomize nor kubectl is installed"
-)
+pytestmark = requires_kustomize
 
 KUBERNETES_VERSION = "1.32"
 MIN_REPLICAS = 2
-Manifest = dict[str, Any]
-
-COMBINATIONS = [f"base+{'+'.join(c)}" if c else "base" for c in component_sets()] + [
-    f"overlays/{name}" for name in OVERLAYS
-]
-
-
-def components_of(combination: str) -> set[str]:
-    """The components a combination turns on (an overlay names them in its kustomization)."""
-    if combination.startswith("overlays/"):
-        kustomization = yaml.safe_load(
-            (KUBERNETES_DIR / combination / "kustomization.yaml").read_text()
-        )
-        return {pathlib.PurePosixPath(c).name for c in kustomization.get("components", [])}
-    return set(combination.split("+")[1:])
-
-
-@functools.cache
-def rendered(combination: str) -> tuple[Manifest, ...]:
-    if combination.startswith("overlays/"):
-        return tuple(render(KUBERNETES_DIR / combination))
-    components = tuple(combination.split("+")[1:])
-    return tuple(render_with_components(components))
-
-
-def find(manifests: tuple[Manifest, ...], kind: str, name: str) -> Manifest:
-    matches = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
-    return matches[0]
-
-
-def of_kind(manifests: tuple[Manifest, ...], kind: str) -> list[Manifest]:
-    return [m for m in manifests if m["kind"] == kind]
-
-
-def container(deployment: Manifest) -> Manifest:
-    containers: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]
-
-
-def environment(manifests: tuple[Manifest, ...], deployment: Manifest) -> dict[str, str]:
-    """What the container sees: its ConfigMaps (envFrom), then its own `env` on top."""
-    values: dict[str, str] = {}
-    for source in container(deployment).get("envFrom", []):
-        values.update(find(manifests, "ConfigMap", source["configMapRef"]["name"])["data"])
-    values.update({item["name"]: item["value"] for item in container(deployment).get("env", [])})
-    return values
-
-
-def service_port(manifests: tuple[Manifest, ...], host: str) -> tuple[Manifest, set[int]]:
-    service = find(manifests, "Service", host)
-    return service, {port["port"] for port in service["spec"]["ports"]}
+# Custom resources kubernetes-validate has no schema for; test_kubernetes_tls checks them.
+CUSTOM_API_GROUPS = ("cert-manager.io/",)
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
 def test_every_rendered_object_is_valid_for_kubernetes(combination: str) -> None:
     for manifest in rendered(combination):
+        if manifest["apiVersion"].startswith(CUSTOM_API_GROUPS):
+            continue
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
 
 
@@ -125,18 +81,46 @@ def test_peers_have_headless_services_so_dns_round_robin_sees_every_replica(
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
-def test_probes_use_native_grpc_health_on_the_settings_port(combination: str) -> None:
+def test_probes_ask_grpc_health_on_the_plain_text_health_port(combination: str) -> None:
     manifests = rendered(combination)
     for service in SERVICES:
-        serving = container(find(manifests, "Deployment", service))
-        assert serving["ports"] == [{"name": "grpc", "containerPort": default_port(service)}]
-        assert serving["readinessProbe"]["grpc"] == {"port": default_port(service)}
-        # Liveness must not follow dependency health: it checks the port, not grpc.health.
-        assert serving["livenessProbe"]["tcpSocket"]["port"] == "grpc"
+        deployment = find(manifests, "Deployment", service)
+        serving = container(deployment)
+        health_port = int(environment(manifests, deployment)[health_port_variable(service)])
+        assert health_port == default_health_port(service)
+        assert serving["ports"] == [
+            {"name": "grpc", "containerPort": default_port(service)},
+            {"name": "health", "containerPort": health_port},
+        ]
+        assert serving["readinessProbe"]["grpc"] == {"port": health_port, "service": ""}
+        # Liveness must not follow dependency health: the `liveness` service does not.
+        assert serving["livenessProbe"]["grpc"] == {"port": health_port, "service": "liveness"}
+        # The health port is for the kubelet: the Service offers only the service port.
         service_ports = find(manifests, "Service", service)["spec"]["ports"]
         assert [(p["port"], p["targetPort"]) for p in service_ports] == [
             (default_port(service), "grpc")
         ]
+
+
+def health_port_variable(service: str) -> str:
+    return f"LLMMESH_{service.upper()}_HEALTH_PORT"
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_every_service_listens_on_the_pod_address_explicitly(combination: str) -> None:
+    # The services listen on loopback unless told otherwise, which no probe or peer reaches.
+    manifests = rendered(combination)
+    for service in SERVICES:
+        env = environment(manifests, find(manifests, "Deployment", service))
+        assert env[f"LLMMESH_{service.upper()}_LISTEN_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_no_manifest_turns_reflection_on(combination: str) -> None:
+    manifests = rendered(combination)
+    for service in SERVICES:
+        env = environment(manifests, find(manifests, "Deployment", service))
+        assert env.get(f"LLMMESH_{service.upper()}_REFLECTION", "false") == "false"
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
@@ -177,19 +161,18 @@ def test_llmmesh_variables_are_settings_fields(combination: str) -> None:
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
-def test_termination_grace_outlasts_drain_delay_and_grace_period(combination: str) -> None:
+def test_termination_grace_outlasts_the_drain_and_the_settlements_after_it(
+    combination: str,
+) -> None:
     manifests = rendered(combination)
     for service in SERVICES:
         deployment = find(manifests, "Deployment", service)
         env = environment(manifests, deployment)
-        prefix = f"LLMMESH_{service.upper()}_"
-        drain_s = float(env.get(f"{prefix}DRAIN_DELAY_S", default(service, "drain_delay_s")))
-        grace_s = float(env.get(f"{prefix}GRACE_PERIOD_S", default(service, "grace_period_s")))
         termination_s = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        assert termination_s > drain_s + grace_s
+        assert termination_s > stop_time_s(service, env)
 
 
-def redis_urls(manifests: tuple[Manifest, ...]) -> dict[str, str]:
+def redis_urls(manifests: Manifests) -> dict[str, str]:
     return {
         service: environment(manifests, find(manifests, "Deployment", service))["LLMMESH_REDIS_URL"]
         for service in ("ratelimiter", "cache")
@@ -202,7 +185,7 @@ def test_without_the_redis_component_backends_are_in_memory() -> None:
     assert "LLMMESH_REDIS_URL" in service_variables("cache")
 
 
-@pytest.mark.parametrize("combination", [c for c in COMBINATIONS if "redis" in components_of(c)])
+@pytest.mark.parametrize("combination", with_component("redis"))
 def test_redis_component_points_ratelimiter_and_cache_at_its_redis(combination: str) -> None:
     manifests = rendered(combination)
     for url in redis_urls(manifests).values():
@@ -231,7 +214,7 @@ def test_tracing_is_on_exactly_when_something_receives_it(combination: str) -> N
             assert endpoint.port
 
 
-@pytest.mark.parametrize("combination", [c for c in COMBINATIONS if "tracing" in components_of(c)])
+@pytest.mark.parametrize("combination", with_component("tracing"))
 def test_tracing_component_runs_jaeger_v2_with_otlp_and_ui(combination: str) -> None:
     manifests = rendered(combination)
     jaeger = container(find(manifests, "Deployment", "jaeger"))

@@ -52,7 +52,7 @@ CALLERS = 8
 
 
 def health_of(mesh: Mesh, service: str) -> tuple[str, str]:
-    with grpc.insecure_channel(mesh.processes[service].address) as channel:
+    with grpc.insecure_channel(mesh.processes[service].health_address) as channel:
         try:
             return read_health(channel)
         except grpc.RpcError as error:
@@ -60,7 +60,7 @@ def health_of(mesh: Mesh, service: str) -> tuple[str, str]:
 
 
 def status_of(mesh: Mesh, service: str, name: str) -> str:
-    with grpc.insecure_channel(mesh.processes[service].address) as channel:
+    with grpc.insecure_channel(mesh.processes[service].health_address) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=name), timeout=2
         )
@@ -68,10 +68,10 @@ def status_of(mesh: Mesh, service: str, name: str) -> str:
 
 
 def cli_health(mesh: Mesh) -> tuple[int, str]:
-    """`llmmesh health` against the mesh's ports: its exit code and what it printed."""
+    """`llmmesh health` against the mesh's health ports: its exit code and what it printed."""
     args = ["health"]
     for service in GRPC_NAMES:
-        args += [f"--{service}", str(mesh.ports[service])]
+        args += [f"--{service}", str(mesh.health_ports[service])]
     result = CliRunner().invoke(app, args)
     return result.exit_code, result.output
 

@@ -16,8 +16,10 @@ import os
 import pathlib
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from typing import IO
 
 import grpc
 import grpc.aio
@@ -27,9 +29,10 @@ import redis
 import yaml
 
 from bench.mesh.resources import UsageMeter
-from llmmesh.mesh import Mesh
+from llmmesh.mesh import Mesh, MeshProcess
 from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2, ratelimit_service_pb2_grpc
 from llmmesh.router.v1 import router_service_pb2_grpc
+from llmmesh.runtime.health import read_health
 from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.delaying_proxy import DelayingProxy
 from llmmesh.testing.mesh import AUTH_METADATA, free_mesh_ports
@@ -48,6 +51,8 @@ MONTH_S = 30 * 86400
 IMPATIENT_EVERY = 4
 PATIENT_DEADLINE_S = 60.0
 SETTLE_WITHIN_S = 20.0
+START_WITHIN_S = 30.0
+STOP_WITHIN_S = 30.0
 
 
 # --- a slow Redis -------------------------------------------------------------------------
@@ -108,13 +113,54 @@ def ratelimiters(
     }
     log_path = policy.parent / "ratelimiters.log"
     with log_path.open("ab") as log:
-        mesh = Mesh(free_mesh_ports(), {**os.environ, **env}, log_to=log)
+        members = [
+            _spawn_ratelimiter({**os.environ, **env}, free_port(), free_port(), log)
+            for _ in range(REPLICAS)
+        ]
         try:
-            ports = [mesh.add_replica("ratelimiter", free_port()).port for _ in range(REPLICAS)]
-            processes = [psutil.Process(member.process.pid) for member in mesh.replicas]
-            yield Ratelimiters(request.param, ports, processes, log_path)
+            for member in members:
+                _wait_ready(member)
+            yield Ratelimiters(
+                request.param,
+                [member.port for member in members],
+                [psutil.Process(member.process.pid) for member in members],
+                log_path,
+            )
         finally:
-            mesh.stop()
+            for member in members:
+                member.process.terminate()
+            for member in members:
+                member.process.wait(STOP_WITHIN_S)
+
+
+def _spawn_ratelimiter(
+    env: dict[str, str], port: int, health_port: int, log: IO[bytes]
+) -> MeshProcess:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmmesh_ratelimiter"],
+        env={
+            **env,
+            "LLMMESH_RATELIMITER_PORT": str(port),
+            "LLMMESH_RATELIMITER_HEALTH_PORT": str(health_port),
+            # Called directly by the drill, which is no mesh peer.
+            "LLMMESH_INSECURE_PEERS": "true",
+        },
+        stdout=log,
+        stderr=log,
+    )
+    return MeshProcess("ratelimiter", port, health_port, process)
+
+
+def _wait_ready(member: MeshProcess) -> None:
+    def ready() -> bool:
+        assert member.process.poll() is None, "a ratelimiter process exited"
+        with grpc.insecure_channel(member.health_address) as channel:
+            try:
+                return read_health(channel, timeout_s=1.0) == ("SERVING", "")
+            except grpc.RpcError:
+                return False
+
+    assert wait_for(ready, START_WITHIN_S, interval_s=0.1), "a ratelimiter did not get ready"
 
 
 async def _wave(
@@ -278,23 +324,22 @@ async def test_sigterm_of_a_ratelimiter_under_load_loses_no_settlement(
 ) -> None:
     store = RedisServer()
     store.start()
-    ports = free_mesh_ports()
-    second_port = free_port()
-    peers = (
-        {"ratelimiter": f"ipv4:127.0.0.1:{ports['ratelimiter']},127.0.0.1:{second_port}"}
-        if replacement == "second_replica_running"
-        else {}
-    )
+    second = replacement == "second_replica_running"
     env = mesh_env(
         mesh_policy(tmp_path, tokens_per_s=TOKENS_PER_S, answer_tokens=ANSWER_TOKENS),
         LLMMESH_REDIS_URL=store.url,
     )
     with (tmp_path / "services.log").open("ab") as log:
-        mesh = Mesh(ports, env, log_to=log, peer_addresses=peers)
+        # With a second replica the router addresses both from the start, as a headless
+        # Service would; otherwise only the one that is stopped and later restarted.
+        mesh = Mesh(
+            free_mesh_ports(),
+            env,
+            log_to=log,
+            replica_ports={"ratelimiter": [free_port()]} if second else None,
+        )
         try:
             mesh.start()
-            if replacement == "second_replica_running":
-                mesh.add_replica("ratelimiter", second_port)
             stopped = mesh.processes["ratelimiter"].process
             # The processes that run throughout (the stopped one cannot be sampled to the end).
             meter = UsageMeter(
@@ -313,7 +358,10 @@ async def test_sigterm_of_a_ratelimiter_under_load_loses_no_settlement(
                 outcomes = await streams
             if replacement == "restarted_in_place":
                 # Every stream ended while no ratelimiter ran: their settlements wait for this.
-                await asyncio.to_thread(mesh.add_replica, "ratelimiter", ports["ratelimiter"])
+                first = mesh.processes["ratelimiter"]
+                await asyncio.to_thread(
+                    mesh.add_replica, "ratelimiter", first.port, first.health_port
+                )
             await asyncio.to_thread(
                 wait_for,
                 lambda: not reservation_states(store.url)["held"] and not held_leases(store.url),

@@ -24,6 +24,7 @@ from llmmesh.testing.background import serving_in_background
 from llmmesh.testing.fake_upstreams import (
     DEFAULT_ANSWER_CHUNKS,
     FakeOpenAI,
+    Reply,
     UpstreamProblem,
     cut_stream,
     hang,
@@ -33,6 +34,8 @@ from llmmesh.testing.fake_upstreams import (
     slow_tokens,
 )
 from llmmesh.testing.mesh import AUTH_METADATA, DEV_API_KEY, local_mesh
+
+STALL_TIMEOUT_S = 2.0
 
 
 def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str, object]:
@@ -66,9 +69,11 @@ def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str
             model("small-window", "primary", window=4_000),
             model("large-window", "secondary", window=200_000),
             model("flaky", "flaky"),
+            model("impatient", "primary-1s"),
         ],
         "routing": {
-            "fallbacks": {"primary": ["secondary"], "small-window": ["large-window"]},
+            "fallbacks": {"primary": ["secondary"], "small-window": ["large-window"],
+                          "impatient": ["secondary"]},
             "retry": {"max_attempts_per_model": 2, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
             "degraded": {"serve_from_cache": True, "similarity_threshold": 0.5},
             "breaker": {
@@ -83,7 +88,9 @@ def _policy(fakes: dict[str, FakeOpenAI], consecutive_failures: int) -> dict[str
                  "api_key_env": "FAKE_UPSTREAM_KEY"}
                 for name, fake in fakes.items()
             ]
-            + [{"name": "embedder", "backend": "simulated"}],
+            + [{"name": "primary-1s", "backend": "openai", "base_url": fakes["primary"].base_url,
+                "api_key_env": "FAKE_UPSTREAM_KEY", "request_timeout_s": 1.0},
+               {"name": "embedder", "backend": "simulated"}],
             "embeddings": {"instance": "embedder"},
         },
     }  # fmt: skip
@@ -104,7 +111,11 @@ def _start_mesh(
 ) -> contextlib.AbstractContextManager[Mesh]:
     policy_path = directory / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(_policy(fakes, consecutive_failures)))
-    env = {"LLMMESH_POLICY_FILE": str(policy_path), "FAKE_UPSTREAM_KEY": "sk-test-secret"}
+    env = {
+        "LLMMESH_POLICY_FILE": str(policy_path),
+        "FAKE_UPSTREAM_KEY": "sk-test-secret",
+        "LLMMESH_ROUTER_STALL_TIMEOUT_S": str(STALL_TIMEOUT_S),
+    }
     return local_mesh(directory / "services.log", env)
 
 
@@ -301,6 +312,54 @@ async def test_deadline_is_respected_through_retries(
     _, details = await _failure(router, _request("primary"), timeout_s=1.0)
     assert details.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 1.5
+
+
+async def test_an_upstream_that_hangs_before_its_first_token_fails_over_within_the_deadline(
+    router: router_service_pb2_grpc.RouterServiceStub, fakes: dict[str, FakeOpenAI]
+) -> None:
+    # The instance gives up after 1 s; 4 s of the caller's deadline are left for the fallback.
+    fakes["primary"].enqueue(hang())
+    started = time.monotonic()
+    text, last = await _complete(router, _request("impatient"), timeout_s=5.0)
+    elapsed_s = time.monotonic() - started
+    assert text
+    assert last.summary.model == "secondary"
+    assert last.summary.attempts == 2
+    assert 1.0 <= elapsed_s < 3.0
+
+
+async def test_a_caller_that_stops_reading_stops_the_upstream_then_its_stream_ends(
+    mesh: Mesh, fakes: dict[str, FakeOpenAI]
+) -> None:
+    # 30 MB of text; the caller reads one delta and then nothing. Its window is fixed
+    # (no bandwidth probing), as a client that may stall sets it.
+    long_answer = tuple(f" {index:07d}{'x' * 992}" for index in range(30_000))
+    fakes["primary"].enqueue(Reply(chunks=long_answer))
+    options = [("grpc.http2.bdp_probe", 0)]
+    async with grpc.aio.insecure_channel(mesh.router_address, options=options) as channel:
+        router = router_service_pb2_grpc.RouterServiceStub(channel)
+        bypass = router_pb2.CacheControl(mode=caching_pb2.CACHE_MODE_BYPASS)
+        parameters = chat_pb2.GenerationParameters(max_tokens=len(long_answer))
+        call = router.StreamComplete(
+            _request("primary", cache=bypass, parameters=parameters),
+            metadata=AUTH_METADATA,
+            timeout=30,
+        )
+        assert (await call.read()).HasField("delta")
+        upstream = fakes["primary"].last_request
+        async with asyncio.timeout(STALL_TIMEOUT_S + 10):
+            while not upstream.disconnected:
+                await asyncio.sleep(0.1)
+        whole_body = len(long_answer) * 1000  # bytes: each chunk's SSE frame is longer
+        assert upstream.bytes_sent < whole_body / 4, "the upstream ran on for a stalled caller"
+        received: list[str] = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while (event := await call.read()) is not grpc.aio.EOF:
+                received.append(event.delta.text)
+    details = error_details(ended.value)
+    assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.reason == "STREAM_STALLED"
+    assert len("".join(received)) < len("".join(long_answer)) / 4
 
 
 async def test_cancel_reaches_the_upstream(

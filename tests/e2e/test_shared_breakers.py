@@ -52,7 +52,7 @@ def routers(upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> I
     env = {"LLMMESH_POLICY_FILE": str(directory / "policy.yaml"), "LLMMESH_REDIS_URL": redis.url}
     try:
         with local_mesh(directory / "services.log", env) as mesh:
-            second = mesh.add_replica("router", free_port())
+            second = mesh.add_replica("router", free_port(), free_port())
             yield [mesh.router_address, second.address]
     finally:
         redis.close()

@@ -59,19 +59,6 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[OtlpCollector]:
-    receiver = OtlpCollector()
-    receiver.start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture(scope="module")
-def log_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("traces") / "services.log"
-
-
-@pytest.fixture(scope="module")
 def mesh(upstream: FakeOpenAI, collector: OtlpCollector, log_path: pathlib.Path) -> Iterator[Mesh]:
     redis = RedisServer()
     redis.start()
@@ -98,10 +85,7 @@ def mesh(upstream: FakeOpenAI, collector: OtlpCollector, log_path: pathlib.Path)
         "LLMMESH_POLICY_FILE": str(policy_path),
         "LLMMESH_REDIS_URL": redis.url,
         "FAKE_UPSTREAM_KEY": "sk-trace-test-key",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        **collector.exporter_env(),
         "LLMMESH_ROUTER_PROMETHEUS_PORT": str(PROMETHEUS_PORT),
     }
     try:

@@ -88,8 +88,10 @@ def test_unary_complete_returns_the_same_answer_as_the_stream(
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_every_service_reports_serving(mesh: Mesh, service: str) -> None:
-    with grpc.insecure_channel(mesh.processes[service].address) as channel:
+def test_every_service_reports_serving_on_its_plain_text_health_port(
+    mesh: Mesh, service: str
+) -> None:
+    with grpc.insecure_channel(mesh.processes[service].health_address) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=2
         )

@@ -59,3 +59,26 @@ def test_idle_memory_is_checked_in_megabytes_after_start_and_after_the_load() ->
     assert [check.met for check in rss_checks(76.0, 76.0)] == [True, True]
     assert [check.met for check in rss_checks(76.0, 76.5)] == [True, False]
     assert "provider" in rss_checks(76.5, 76.5)[1].measured
+
+
+def test_the_transport_comparison_measures_plain_text_and_mtls_side_by_side(
+    tmp_path: pathlib.Path,
+) -> None:
+    output = tmp_path / "report.md"
+    output.write_text("# Benchmarks\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.mesh.transport", "--rounds", "1", "--duration-s", "0.5",
+         "--warmup-s", "0.2", "--connections", "10", "--output", str(output),
+         "--log", str(tmp_path / "services.log")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = output.read_text()
+    assert "## TLS between services" in report
+    assert "errors in all runs: 0" in report
+    rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$", report, re.M)
+    labels = {label for label, *_ in rows}
+    assert len(rows) == 10, report
+    assert "new connection to a peer + first call, p50 (ms)" in labels
+    assert "streamed throughput, c=64 (req/s)" in labels
+    assert all(float(plain) > 0 and float(tls) > 0 for _, plain, tls, _ in rows), report

@@ -11,7 +11,7 @@ from typing import Annotated
 import grpc
 
 from llmmesh.common.v1 import caching_pb2, chat_pb2
-from llmmesh.mesh import DEFAULT_PORTS, SERVICES, Mesh
+from llmmesh.mesh import DEFAULT_HEALTH_PORTS, DEFAULT_PORTS, SERVICES, Mesh, PortInUseError
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import error_details
 from llmmesh.runtime.health import describe, read_health
@@ -25,6 +25,17 @@ except ImportError:  # pragma: no cover - depends on how llmmesh-libs was instal
     ) from None
 
 DEV_API_KEY = "llmmesh-dev-key"
+
+# Conditions a service reports beside its status (Wiring.health_notes), with what they mean.
+HEALTH_NOTES = {
+    "cache": (
+        (
+            "llmmesh.cache.v1.CacheService/semantic-embeddings",
+            "semantic lookups run on simulated embeddings: paraphrases rarely hit "
+            "(set LLMMESH_CACHE_EMBEDDER=local)",
+        ),
+    ),
+}
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -41,24 +52,47 @@ def up(
         str | None, typer.Option(help="Policy YAML file; default: the embedded policy.")
     ] = None,
     api_key: ApiKey = DEV_API_KEY,
+    insecure_peers: Annotated[
+        bool,
+        typer.Option(
+            envvar="LLMMESH_INSECURE_PEERS",
+            help="Plain text between the services, any caller accepted (development only).",
+        ),
+    ] = False,
 ) -> None:
-    """Start router, ratelimiter, cache and provider as local processes; Ctrl-C stops them."""
+    """Start router, ratelimiter, cache and provider as local processes; Ctrl-C stops them.
+
+    The services talk mTLS with certificates made for this run; the router's port stays
+    plain text on 127.0.0.1.
+    """
     env = dict(os.environ)
     if policy:
         env["LLMMESH_POLICY_FILE"] = policy
+    for service in SERVICES:
+        env.setdefault(f"LLMMESH_{service.upper()}_REFLECTION", "true")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    # Each service's usual port variable moves it, as it would a service started alone.
-    ports = {
-        service: int(env.get(f"LLMMESH_{service.upper()}_PORT", port))
-        for service, port in DEFAULT_PORTS.items()
-    }
-    mesh = Mesh(ports, env)
+    # Each service's usual port variables move it, as they would a service started alone.
+    ports = _ports(env, "PORT", DEFAULT_PORTS)
+    health_ports = _ports(env, "HEALTH_PORT", DEFAULT_HEALTH_PORTS)
+    mesh = Mesh(ports, env, health_ports=health_ports,
+                peers="insecure" if insecure_peers else "mtls")  # fmt: skip
+    try:
+        mesh.check_ports()
+    except PortInUseError as error:
+        typer.echo(f"llmmesh up: {error}", err=True)
+        raise typer.Exit(2) from None
     try:
         mesh.start()
+        between = "in plain text (insecure peers)" if insecure_peers else "mTLS"
+        typer.echo(f"the services talk {between}; the router's port is plain text", err=True)
         for service in SERVICES:
-            typer.echo(f"{service:<12} serving on {mesh.processes[service].address}", err=True)
+            member = mesh.processes[service]
+            typer.echo(
+                f"{service:<12} serving on {member.address} (health: {member.health_port})",
+                err=True,
+            )
         if chat:
             _stream_chat(mesh.router_address, api_key, chat, model="auto", max_tokens=0)
         typer.echo('mesh is up; try: llmmesh chat "hello"   (Ctrl-C stops it)', err=True)
@@ -87,24 +121,43 @@ def chat(
                  system=system, no_cache=no_cache)  # fmt: skip
 
 
+def _ports(env: dict[str, str], variable: str, defaults: dict[str, int]) -> dict[str, int]:
+    return {
+        service: int(env.get(f"LLMMESH_{service.upper()}_{variable}", port))
+        for service, port in defaults.items()
+    }
+
+
+HEALTH_PORT_HELP = "Its plain-text health port."
+
+
 @app.command()
 def health(
-    router: Annotated[int, typer.Option(help="Router port.")] = DEFAULT_PORTS["router"],
-    ratelimiter: Annotated[int, typer.Option(help="Ratelimiter port.")] = DEFAULT_PORTS[
-        "ratelimiter"
-    ],
-    cache: Annotated[int, typer.Option(help="Cache port.")] = DEFAULT_PORTS["cache"],
-    provider: Annotated[int, typer.Option(help="Provider port.")] = DEFAULT_PORTS["provider"],
+    router: Annotated[
+        int, typer.Option(envvar="LLMMESH_ROUTER_HEALTH_PORT", help=HEALTH_PORT_HELP)
+    ] = (DEFAULT_HEALTH_PORTS["router"]),
+    ratelimiter: Annotated[
+        int, typer.Option(envvar="LLMMESH_RATELIMITER_HEALTH_PORT", help=HEALTH_PORT_HELP)
+    ] = (DEFAULT_HEALTH_PORTS["ratelimiter"]),
+    cache: Annotated[
+        int, typer.Option(envvar="LLMMESH_CACHE_HEALTH_PORT", help=HEALTH_PORT_HELP)
+    ] = (DEFAULT_HEALTH_PORTS["cache"]),
+    provider: Annotated[
+        int, typer.Option(envvar="LLMMESH_PROVIDER_HEALTH_PORT", help=HEALTH_PORT_HELP)
+    ] = (DEFAULT_HEALTH_PORTS["provider"]),
     host: Annotated[str, typer.Option(help="Host the services run on.")] = "127.0.0.1",
 ) -> None:
-    """Show each service's readiness, and why it is degraded or not ready; exit 1 unless all
-    are SERVING (degraded counts as serving)."""
+    """Show each service's readiness, read from its plain-text health port, and why it is
+    degraded or not ready; exit 1 unless all are SERVING (degraded counts as serving)."""
     ports = {"router": router, "ratelimiter": ratelimiter, "cache": cache, "provider": provider}
     all_serving = True
     for service, port in ports.items():
         status = _health_status(f"{host}:{port}")
         all_serving &= status.startswith("SERVING")
         typer.echo(f"{service:<12} {host}:{port:<6} {status}")
+        for note, meaning in HEALTH_NOTES.get(service, ()):
+            if _health_status(f"{host}:{port}", note) == "NOT_SERVING":
+                typer.echo(f"{'':<12} note: {meaning}")
     if not all_serving:
         raise typer.Exit(1)
 
@@ -127,11 +180,11 @@ def trace_view(
     typer.echo(render_tree(spans))
 
 
-def _health_status(address: str) -> str:
+def _health_status(address: str, service: str = "") -> str:
     """`SERVING`, `SERVING (degraded: why)`, `NOT_SERVING (why)` or `UNREACHABLE (code)`."""
     with grpc.insecure_channel(address) as channel:
         try:
-            status, reason = read_health(channel)
+            status, reason = read_health(channel, service)
         except grpc.RpcError as error:
             return f"UNREACHABLE ({error.code().name})"
     return describe(status, reason)

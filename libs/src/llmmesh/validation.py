@@ -3,12 +3,22 @@
 Each returns every problem at once, as BadRequest field violations named by their path
 under `field` (so the cache, which nests the conversation in a scope, names
 `scope.messages[2].role`). Services add their own rules on top.
+
+`text_bytes_by_field` measures every text a message holds, found from its descriptor rather
+than from a list of fields, so a field added to a contract later is inside the size budget
+(and the token estimate) from the start. `list_length_violations` bounds every repeated
+field the same way, and runs first: a request of millions of empty messages then costs one
+comparison instead of millions of checks (and as many violations held in memory).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from llmmesh.common.v1 import chat_pb2
 from llmmesh.runtime.errors import FieldViolation
@@ -56,3 +66,64 @@ def sampling_violations(
 
 def _within(value: float, low: float, high: float) -> bool:
     return not math.isnan(value) and low <= value <= high
+
+
+def list_length_violations(
+    message: Message, max_items: int, path: str = ""
+) -> list[FieldViolation]:
+    """A violation for every repeated field or map, at any depth, holding more than
+    `max_items` elements; the elements of a list that is too long are not visited."""
+    violations = []
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        if field.is_repeated and len(value) > max_items:
+            violations.append(
+                FieldViolation(name, f"holds {len(value)} items; the limit is {max_items}")
+            )
+        elif field.message_type is None:
+            continue
+        elif field.message_type.GetOptions().map_entry:
+            # Entries are named by position: a key is the caller's text, never echoed.
+            for index, item in enumerate(value.values()):
+                if isinstance(item, Message):
+                    violations.extend(list_length_violations(item, max_items, f"{name}[{index}]"))
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                violations.extend(list_length_violations(item, max_items, f"{name}[{index}]"))
+        else:
+            violations.extend(list_length_violations(value, max_items, name))
+    return violations
+
+
+def text_bytes_by_field(message: Message) -> dict[str, int]:
+    """UTF-8 bytes of every string and bytes value in `message` (nested messages, repeated
+    fields and maps included), summed per top-level field that holds any."""
+    sizes = {}
+    for field, value in message.ListFields():
+        size = _field_bytes(field, value)
+        if size:
+            sizes[field.name] = size
+    return sizes
+
+
+def text_bytes(message: Message) -> int:
+    """UTF-8 bytes of every string and bytes value in `message`, however deep."""
+    return sum(_field_bytes(field, value) for field, value in message.ListFields())
+
+
+def _field_bytes(field: FieldDescriptor, value: Any) -> int:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return sum(_value_bytes(key) + _value_bytes(item) for key, item in value.items())
+    if field.is_repeated:
+        return sum(_value_bytes(item) for item in value)
+    return _value_bytes(value)
+
+
+def _value_bytes(value: object) -> int:
+    if isinstance(value, Message):
+        return text_bytes(value)
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
+    return 0

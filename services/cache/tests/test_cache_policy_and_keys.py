@@ -6,7 +6,7 @@ import pytest
 
 from llmmesh.policy import PolicyError
 from llmmesh_cache.policy import DEFAULT_SIMILARITY_THRESHOLD, CachePolicy
-from llmmesh_cache.scope import scope_keys
+from llmmesh_cache.scope import NFKC_MAX_CHARS, normalize_text, scope_keys
 from llmmesh_cache.testing import policy_document, scope
 
 
@@ -36,12 +36,36 @@ def test_tenant_overrides_inherit_unset_fields_from_the_defaults() -> None:
         ({"tenants": {"acme": {"max_bytes": 5}}}, "cache.tenants.acme.max_bytes"),
         ({"tenants": {"initech": {"mode": "exact"}}}, "initech"),
         ({"defaults": {"embedder": "magic"}}, "cache.defaults.embedder"),
+        ({"defaults": {"verifier": "vibes"}}, "cache.defaults.verifier"),
+        ({"tenants": {"acme": {"verifier": "judge"}}}, "cache.judge: required"),
+        ({"judge": {"model": "nowhere"}}, "cache.judge.model: 'nowhere' is not a catalog"),
+        ({"judge": {"model": "mini", "timeout_s": 0}}, "cache.judge.timeout_s"),
     ],
 )
 def test_bad_cache_policy_fails_naming_the_field(cache_section: dict, named_field: str) -> None:
     document = {"tenants": [{"name": "acme"}], "cache": cache_section}
     with pytest.raises(PolicyError, match=named_field.replace(".", r"\.")):
         CachePolicy.from_document(document)
+
+
+def test_the_judge_is_a_catalog_model_resolved_to_its_provider() -> None:
+    document = policy_document(verifier="alignment_and_judge")
+    document["cache"]["judge"] = {"model": "mini"}
+    document["models"] = [
+        {"name": "mini", "provider": "openai-main", "upstream_model": "gpt-4o-mini",
+         "input_price_per_1k": 0.00015, "capabilities": ["chat"]},
+    ]  # fmt: skip
+    policy = CachePolicy.from_document(document)
+    assert policy.judge_target == ("openai-main", "gpt-4o-mini")
+    acme = policy.for_tenant("acme")
+    assert acme is not None
+    assert acme.verifier == "alignment_and_judge"
+
+
+def test_a_long_message_is_keyed_without_nfkc_so_keying_costs_no_expansion() -> None:
+    expanding = "\ufdfa" * (NFKC_MAX_CHARS + 1)
+    assert normalize_text(expanding) == expanding
+    assert normalize_text("\ufdfa") != "\ufdfa"  # short: normalized (18 characters)
 
 
 def test_semantic_partition_ignores_only_the_last_user_turn() -> None:

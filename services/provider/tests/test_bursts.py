@@ -89,3 +89,22 @@ async def test_each_pull_runs_inside_the_given_context() -> None:
         assert await bursts.next_burst() == [1, 2]
 
     assert inside == [True, True, True]
+
+
+async def test_a_consumer_that_stops_reading_stops_the_source_after_the_read_ahead() -> None:
+    pulled = 0
+
+    async def endless() -> AsyncGenerator[int, None]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield pulled
+
+    async with Bursts(endless(), max_read_ahead=4) as bursts:
+        assert await bursts.next_burst() == [1]
+        await asyncio.sleep(0.05)  # the consumer stalls
+        # Four waiting in the queue, one in hand waiting for room: nothing more is pulled.
+        assert pulled == 1 + 4 + 1
+        assert await bursts.next_burst() == [2, 3, 4, 5]
+        await asyncio.sleep(0.05)
+        assert pulled == 5 + 4 + 1

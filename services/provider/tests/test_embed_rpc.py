@@ -48,6 +48,8 @@ async def test_with_no_config_the_simulated_embedder_answers_with_its_dimension(
 
     assert response.dimensions == 64
     assert response.model == "simulated-embed"
+    # Callers (the cache) tell hashed-word vectors from a real model's by the backend.
+    assert response.backend == "simulated"
     assert [len(e.values) for e in response.embeddings] == [64, 64]
     assert list(response.embeddings[0].values) == list(response.embeddings[1].values)
 
@@ -82,6 +84,7 @@ async def test_openai_embeddings_come_back_in_input_order(fake_openai: FakeOpenA
 
     assert response.dimensions == 8
     assert response.model == "text-embedding-3-small"
+    assert response.backend == "openai"
     assert list(response.embeddings[1].values) == list(again.embeddings[0].values)
     sent = fake_openai.last_request.body
     assert sent["dimensions"] == 8

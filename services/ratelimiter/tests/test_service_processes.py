@@ -60,6 +60,8 @@ def service_ports(redis_url: str, tmp_path: pathlib.Path) -> Iterator[list[int]]
                 "LLMMESH_RATELIMITER_LISTEN_HOST": "127.0.0.1",
                 "LLMMESH_RATELIMITER_DECISION_TIMEOUT_S": "5",
                 "LLMMESH_RATELIMITER_GRACE_PERIOD_S": "0",
+                # Called directly by the test, which is no mesh peer.
+                "LLMMESH_INSECURE_PEERS": "true",
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

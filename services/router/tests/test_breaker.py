@@ -3,6 +3,7 @@ and half-open with exactly one probe after the recovery timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import timeit
 
 from llmmesh_router.breaker import BreakerRegistry, BreakerSettings, BreakerState, CircuitBreaker
@@ -117,3 +118,29 @@ def test_open_circuit_answers_in_microseconds() -> None:
     seconds_per_check = min(timeit.repeat(breaker.allows_request, number=10_000, repeat=3)) / 10_000
     # A generous bound: the check is a few attribute reads; a network call would take ms.
     assert seconds_per_check < 50e-6
+
+
+async def test_a_sleeping_retry_wakes_the_moment_the_circuit_opens() -> None:
+    breaker, _ = _breaker(Clock(), consecutive_failures=2)
+    breaker.record_failure()
+    sleeper = asyncio.create_task(breaker.wait_opened(30.0))
+    await asyncio.sleep(0.01)
+    assert not sleeper.done()
+    breaker.record_failure()
+    assert await asyncio.wait_for(sleeper, 1.0) is True
+
+
+async def test_a_sleeping_retry_wakes_when_another_replica_opens_the_circuit() -> None:
+    breaker, _ = _breaker(Clock())
+    sleeper = asyncio.create_task(breaker.wait_opened(30.0))
+    await asyncio.sleep(0.01)
+    breaker.apply_remote(BreakerState.OPEN, opened_at_age_s=0.0)
+    assert await asyncio.wait_for(sleeper, 1.0) is True
+
+
+async def test_a_retry_sleeps_its_whole_delay_while_the_circuit_stays_closed() -> None:
+    breaker, _ = _breaker(Clock(), consecutive_failures=5)
+    breaker.record_failure()
+    assert await breaker.wait_opened(0.05) is False
+    breaker.record_success()
+    assert await breaker.wait_opened(0.01) is False

@@ -107,7 +107,8 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     grace period for them. Its Watch also writes while holding the lock `set` needs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, readiness_names: tuple[str, ...]) -> None:
+        self._readiness_names = readiness_names
         self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
         self._changed = asyncio.Condition()
         self._version = 0
@@ -134,7 +135,7 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         status = self._statuses.get(request.service)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        if self.reason and request.service not in (LIVENESS, DEPENDENCIES):
+        if self.reason and request.service in self._readiness_names:
             context.set_trailing_metadata(((REASON_METADATA_KEY, self.reason),))
         return health_pb2.HealthCheckResponse(status=status)
 
@@ -161,7 +162,7 @@ class HealthReporter:
 
     def __init__(self, service_name: str, meter: metrics.Meter | None = None) -> None:
         self._readiness_names = ("", service_name)
-        self.servicer = _HealthServicer()
+        self.servicer = _HealthServicer(self._readiness_names)
         self.current = unready("starting")
         self._draining = False
         meter = meter or metrics.get_meter("llmmesh.runtime")
@@ -241,10 +242,13 @@ async def peer_readiness(channel: grpc.aio.Channel, service: str = "") -> Readin
     return Readiness(True, reason)
 
 
-def read_health(channel: grpc.Channel, timeout_s: float = 2.0) -> tuple[str, str]:
-    """(status name, reason) of a server's readiness, for command-line tools and drills."""
+def read_health(
+    channel: grpc.Channel, service: str = "", timeout_s: float = 2.0
+) -> tuple[str, str]:
+    """(status name, reason) of a server's readiness (or of another name), for command-line
+    tools and drills."""
     response, call = health_pb2_grpc.HealthStub(channel).Check.with_call(
-        health_pb2.HealthCheckRequest(), timeout=timeout_s
+        health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
     )
     status = str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
     return status, _reason(call.trailing_metadata() or ())

@@ -1,8 +1,10 @@
 """The server interceptor every service runs: a SERVER span per RPC, and rich errors.
 
 Handlers raise `RpcFailure` wherever an error is found, in unary and streaming RPCs alike;
-it leaves as its rich status, and anything unexpected becomes INTERNAL with a logged stack
-and no internals in the message.
+it leaves as its rich status, and anything unexpected becomes INTERNAL with no internals in
+the message. An unexpected exception is logged and recorded on the span by its type and
+stack only: its message may quote a prompt (see `redaction`). Requests are decoded here
+rather than by grpc.aio, so malformed bytes get INVALID_ARGUMENT (see `request_decoding`).
 
 The span is the mesh's own rather than opentelemetry-instrumentation-grpc's aio server
 interceptor, which (0.66b) misses three things this gateway depends on: a status set with
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -28,34 +31,28 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llmmesh.runtime import semconv
 from llmmesh.runtime.errors import RpcFailure, abort
+from llmmesh.runtime.redaction import exception_type, traceback_without_messages
+from llmmesh.runtime.request_decoding import RequestDecoder, rpc_attributes
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("llmmesh.runtime.grpc")
 
 _INTERNAL = RpcFailure(grpc.StatusCode.INTERNAL, "internal error", reason="INTERNAL")
-# Health probes arrive every second from every peer and balancer, and channels keep a
-# health Watch open to every replica: they pass through untouched, neither traced nor
-# wrapped (the stock Watch writes to its context instead of yielding).
+# Health probes arrive every second from every peer and balancer; they are not traced.
 UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-def _rpc_attributes(method: str) -> dict[str, str]:
-    service, _, name = method.lstrip("/").partition("/")
-    return {
-        semconv.RPC_SYSTEM: "grpc",
-        semconv.RPC_SERVICE: service,
-        semconv.RPC_METHOD: name,
-    }
-
-
 @contextlib.contextmanager
 def _server_span(method: str, context: Context) -> Iterator[Span | None]:
+    if method.startswith(UNTRACED_PREFIXES):
+        yield None
+        return
     metadata = {key: value for key, value in (context.invocation_metadata() or ())}
     parent = propagate.extract(metadata)
     span = tracer.start_span(
-        method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
+        method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=rpc_attributes(method)
     )
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     try:
@@ -80,9 +77,18 @@ def _record(span: Span | None, code: grpc.StatusCode, reason: str = "") -> None:
 async def _fail(context: Context, span: Span | None, error: Exception, method: str) -> None:
     failure = error if isinstance(error, RpcFailure) else _INTERNAL
     if not isinstance(error, RpcFailure):
-        log.error("unhandled_error", method=method, exc_info=error)
+        log.error(
+            "unhandled_error", method=method, error_type=exception_type(error), exc_info=error
+        )
         if span is not None:
-            span.record_exception(error)
+            # span.record_exception would write the message as exception.message.
+            span.add_event(
+                semconv.EVENT_EXCEPTION,
+                {
+                    semconv.EXCEPTION_TYPE: exception_type(error),
+                    semconv.EXCEPTION_STACKTRACE: traceback_without_messages(error),
+                },
+            )
     _record(span, failure.code, failure.reason)
     await abort(context, failure)
 
@@ -100,10 +106,18 @@ def _record_abort(span: Span | None, context: Context) -> None:
         _record(span, code)
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
-    async def handle(request: Any, context: Context) -> Any:
+Decode: TypeAlias = Callable[[Any, str], Any]
+
+
+def _wrap_unary(
+    behavior: Callable[..., Awaitable[Any]], method: str, decode: Decode
+) -> Callable[..., Any]:
+    """Unary handlers, and streaming ones that write with `context.write` instead of yielding."""
+
+    async def handle(raw: Any, context: Context) -> Any:
         with _server_span(method, context) as span:
             try:
+                request = decode(raw, context.peer())
                 response = await behavior(request, context)
             except grpc.aio.AbortError:
                 _record_abort(span, context)
@@ -119,10 +133,13 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callabl
     return handle
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
-    async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
+def _wrap_stream(
+    behavior: Callable[..., AsyncIterator[Any]], method: str, decode: Decode
+) -> Callable[..., Any]:
+    async def handle(raw: Any, context: Context) -> AsyncIterator[Any]:
         with _server_span(method, context) as span:
             try:
+                request = decode(raw, context.peer())
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -147,20 +164,30 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(UNTRACED_PREFIXES):
+        if handler is None:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        # Client- and bidi-streaming handlers are not part of any llmmesh contract.
-        return handler
+        method = handler_call_details.method
+        decoder = RequestDecoder(handler.request_deserializer, method, rpc_attributes(method))
+        decode = decoder.decode_stream if handler.request_streaming else decoder.decode
+        behavior = (
+            handler.unary_unary
+            or handler.unary_stream
+            or handler.stream_unary
+            or handler.stream_stream
+        )
+        # grpc.aio tells a writing streaming handler from a yielding one by its function kind.
+        yields = handler.response_streaming and inspect.isasyncgenfunction(behavior)
+        wrap = _wrap_stream if yields else _wrap_unary
+        # No request_deserializer: the wrapped handler takes the raw bytes and decodes them.
+        return _HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming](
+            wrap(behavior, method, decode), response_serializer=handler.response_serializer
+        )
+
+
+# (request streaming, response streaming) -> the grpc factory of that kind of handler.
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}

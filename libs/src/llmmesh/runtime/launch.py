@@ -1,7 +1,9 @@
-"""The body of every service's entry point: settings, logging, policy, then serve.
+"""The body of every service's entry point: settings, logging, mesh credentials, policy,
+then serve.
 
-Bad settings or a bad policy file end the process at start with exit code 2 and a message
-that names the field, before any port is opened.
+Bad settings, unusable or missing mesh credentials, a bad policy file or a port that is
+taken end the process at start with exit code 2 and a one-line message that names the
+variable, field or port.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import pydantic
 import structlog
 
 from llmmesh.policy import PolicyError, read_policy_document
+from llmmesh.runtime.listeners import PortUnavailableError, ServingTransport, port_problem
 from llmmesh.runtime.logging import configure_logging
+from llmmesh.runtime.mesh_security import MeshCredentials, MeshSecurityError
 from llmmesh.runtime.server import AddServicer, run_service
 from llmmesh.runtime.settings import ServiceSettings
 from llmmesh.runtime.telemetry import Telemetry, configure_telemetry
@@ -33,12 +37,26 @@ def launch(
     settings_class: type[SettingsT],
     build: Callable[[SettingsT, dict[str, Any]], Awaitable[Wiring]],
     add_servicer: AddServicer,
+    serving: Callable[[SettingsT, MeshCredentials], ServingTransport],
 ) -> None:
+    """`serving` says how the service's own port is served (`mesh_security.mesh_serving`
+    for internal services, `public_serving` for the front door)."""
     try:
         settings = settings_class()
     except pydantic.ValidationError as error:
         _fail(f"llmmesh-{service}: invalid settings: {error}")
     configure_logging(service, settings.log_level)
+    try:
+        credentials = MeshCredentials.from_settings(settings)
+        credentials.require(settings)
+        transport: ServingTransport = serving(settings, credentials)
+    except MeshSecurityError as error:
+        _fail(f"llmmesh-{service}: {error}")
+    # Before anything is built, so a second copy of a running service stops at once.
+    for port in (settings.port, settings.health_port):
+        problem = port_problem(settings.listen_host, port) if port else None
+        if problem:
+            _fail(f"llmmesh-{service}: port {port} on {settings.listen_host} {problem}")
     telemetry = configure_telemetry(service, prometheus_port=settings.prometheus_port)
     try:
         document = read_policy_document(settings.policy_file)
@@ -54,12 +72,16 @@ def launch(
             wiring.closers.append(_flusher(telemetry))
         return wiring
 
-    run_service(
-        service_name=grpc_service_name,
-        settings=settings,
-        build=build_wiring,
-        add_servicer=add_servicer,
-    )
+    try:
+        run_service(
+            service_name=grpc_service_name,
+            settings=settings,
+            build=build_wiring,
+            add_servicer=add_servicer,
+            transport=transport,
+        )
+    except PortUnavailableError as error:
+        _fail(f"llmmesh-{service}: {error}")
 
 
 def _flusher(telemetry: Telemetry) -> Callable[[], Awaitable[None]]:

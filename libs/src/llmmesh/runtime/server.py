@@ -1,10 +1,12 @@
 """The grpc.aio server bootstrap every service runs: health, reflection, drain, reload.
 
-Lifecycle: start serving (alive at once, ready once the first readiness probe passes);
-probe readiness and keep grpc.health.v1 in step with it (see `llmmesh.runtime.health`);
-on SIGHUP re-read the policy; on SIGTERM or SIGINT report not ready, wait the drain delay,
-stop accepting, let in-flight RPCs (streams included) finish within the grace period, close
-dependencies and return, so the process exits 0.
+Lifecycle: start serving (with the transport's credentials and caller checks, and a
+health-only listener where one is configured), alive at once and ready once the first
+readiness probe passes; probe readiness and keep grpc.health.v1 in step with it (see
+`llmmesh.runtime.health`); on SIGHUP re-read the policy and certificates; on SIGTERM or
+SIGINT report not ready, wait the drain delay, stop accepting, let in-flight RPCs (streams
+included) finish within the grace period, close dependencies and return, so the process
+exits 0.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ import grpc
 import grpc.aio
 import structlog
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from llmmesh.policy import PolicyError, read_policy_document
 from llmmesh.runtime.channels import SERVER_KEEPALIVE_OPTIONS
-from llmmesh.runtime.health import HealthReporter, evaluate
+from llmmesh.runtime.health import NOT_SERVING, SERVING, HealthReporter, evaluate
 from llmmesh.runtime.interceptors import ServerCallInterceptor
+from llmmesh.runtime.listeners import (
+    NO_REUSEPORT,
+    PLAINTEXT,
+    ServingTransport,
+    bind,
+    start_health_listener,
+)
+from llmmesh.runtime.redaction import log_loop_exception
+from llmmesh.runtime.reflection import enable_reflection
 from llmmesh.runtime.settings import ServiceSettings
+from llmmesh.runtime.watched_files import check_all_now
 from llmmesh.runtime.wiring import Wiring
 
 log = structlog.get_logger(__name__)
@@ -55,8 +66,10 @@ class ServiceHost:
         settings: ServiceSettings,
         wiring: Wiring,
         add_servicer: AddServicer,
+        transport: ServingTransport = PLAINTEXT,
     ) -> None:
         self._service_name = service_name
+        self._transport = transport
         self._settings = settings
         self._wiring = wiring
         self._add_servicer = add_servicer
@@ -66,15 +79,27 @@ class ServiceHost:
 
     async def run(self) -> None:
         server = self._build_server()
-        self.port = server.add_insecure_port(f"{self._settings.listen_host}:{self._settings.port}")
+        host = self._settings.listen_host
+        self.port = bind(server, host, self._settings.port, self._transport.credentials)
         await self._health.start()
+        health_listener = None
+        if self._settings.health_port:
+            health_listener = await start_health_listener(
+                self._health.servicer, host, self._settings.health_port
+            )
         await server.start()
         await self._probe_readiness()
-        log.info("serving", port=self.port, grpc_service=self._service_name)
+        log.info(
+            "serving",
+            port=self.port,
+            grpc_service=self._service_name,
+            transport=self._transport.description,
+            health_port=self._settings.health_port or None,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_requested.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         monitor = asyncio.create_task(self._monitor_readiness())
         try:
             await self._stop_requested.wait()
@@ -88,6 +113,8 @@ class ServiceHost:
             for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, _already_stopping)
             await self._drain(server)
+            if health_listener is not None:
+                await health_listener.stop(None)
 
     def request_stop(self) -> None:
         """Starts the drain, as SIGTERM does (for hosts that embed the service)."""
@@ -96,18 +123,19 @@ class ServiceHost:
     def _build_server(self) -> grpc.aio.Server:
         max_bytes = self._settings.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[ServerCallInterceptor()],
+            # Callers are checked first, so a refused call costs no span.
+            interceptors=[*self._transport.interceptors, ServerCallInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
+                NO_REUSEPORT,
                 *SERVER_KEEPALIVE_OPTIONS,
             ],
         )
         self._add_servicer(self._wiring.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
-        reflection.enable_server_reflection(
-            [self._service_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if self._settings.reflection:
+            enable_reflection([self._service_name, health.SERVICE_NAME], server)
         return server
 
     async def _drain(self, server: grpc.aio.Server) -> None:
@@ -130,7 +158,15 @@ class ServiceHost:
 
     async def _probe_readiness(self) -> None:
         readiness = await evaluate(self._wiring.readiness_checks, READINESS_CHECK_TIMEOUT_S)
+        for note, holds in self._wiring.health_notes.items():
+            await self._health.servicer.set(
+                f"{self._service_name}/{note}", SERVING if holds() else NOT_SERVING
+            )
         await self._health.report(readiness)
+
+    def _reload(self) -> None:
+        check_all_now()  # certificates and tokens
+        self._reload_policy()
 
     def _reload_policy(self) -> None:
         try:
@@ -149,6 +185,7 @@ def run_service(
     settings: ServiceSettings,
     build: Callable[[], Any],
     add_servicer: AddServicer,
+    transport: ServingTransport = PLAINTEXT,
 ) -> None:
     """Entry point body of every service: builds its wiring inside the loop and serves.
 
@@ -156,12 +193,14 @@ def run_service(
     """
 
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(log_loop_exception)
         wiring: Wiring = await build()
         await ServiceHost(
             service_name=service_name,
             settings=settings,
             wiring=wiring,
             add_servicer=add_servicer,
+            transport=transport,
         ).run()
 
     if settings.use_uvloop:

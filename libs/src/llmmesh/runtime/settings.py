@@ -23,7 +23,8 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LLMMESH_", extra="ignore", frozen=True)
 
-    listen_host: str = "0.0.0.0"
+    # Loopback unless told otherwise: containers and manifests set the pod's address.
+    listen_host: str = "127.0.0.1"
     port: int = pydantic.Field(default=0, ge=0, le=65535)
     # How long in-flight streams may run on after SIGTERM before they are cancelled.
     grace_period_s: float = pydantic.Field(default=20.0, ge=0)
@@ -43,6 +44,26 @@ class ServiceSettings(BaseSettings):
     # Serve metrics for Prometheus to scrape on this port (0: off); needs the
     # `prometheus` extra of llmmesh-libs.
     prometheus_port: int = pydantic.Field(default=0, ge=0, le=65535)
+
+    # The mesh identity (llmmesh.runtime.mesh_security): this service's certificate and key,
+    # served with mTLS by internal services and presented on every channel to a peer, and
+    # the CA bundle that peers' certificates must chain to. Re-read when they change.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # Mesh identities that may call this service, comma-separated; empty: its defaults.
+    allowed_peers: str = ""
+    # Where mTLS is off: a secret shared by the mesh, sent and checked on every call.
+    mesh_token_file: str = pydantic.Field(default="", validation_alias=shared("MESH_TOKEN_FILE"))
+    mesh_token: pydantic.SecretStr = pydantic.Field(
+        default=pydantic.SecretStr(""), validation_alias=shared("MESH_TOKEN")
+    )
+    # Accept calls from anyone when neither mTLS nor a token is configured (development).
+    insecure_peers: bool = pydantic.Field(default=False, validation_alias=shared("INSECURE_PEERS"))
+    # A plain-text listener serving grpc.health.v1 only, for probes (0: none).
+    health_port: int = pydantic.Field(default=0, ge=0, le=65535)
+    # gRPC server reflection (grpc.reflection.v1 and v1alpha).
+    reflection: bool = False
 
     @property
     def listen_address(self) -> str:

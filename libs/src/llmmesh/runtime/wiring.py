@@ -24,3 +24,6 @@ class Wiring:
     closers: list[Closer] = dataclasses.field(default_factory=list)
     # Receive a freshly read policy document on SIGHUP.
     reloaders: list[PolicyReloader] = dataclasses.field(default_factory=list)
+    # Named conditions shown by `llmmesh health` without affecting readiness (health
+    # service "<grpc service>/<name>": SERVING while the condition holds).
+    health_notes: dict[str, Callable[[], bool]] = dataclasses.field(default_factory=dict)

@@ -1,6 +1,8 @@
 """A real OTLP/gRPC receiver for tests: services export to it as they would to a collector.
 
-It keeps every span and metric it receives, decoded into plain records.
+It keeps every span and metric it receives, decoded into plain records, and the bytes of
+every export as they arrived, for tests that search everything a process sent. With a
+certificate it serves TLS only (an `https://` endpoint).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import (
@@ -22,6 +24,9 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from llmmesh.testing.ports import free_port
 from llmmesh.traceview import SpanRecord
+
+if TYPE_CHECKING:
+    from llmmesh.local_ca import IssuedCertificate
 
 _KINDS = {value: name.removeprefix("SPAN_KIND_") for name, value in trace_pb2.Span.SpanKind.items()}
 
@@ -40,20 +45,37 @@ def _attributes(pairs: Iterator[common_pb2.KeyValue] | Any) -> dict[str, Any]:
 class OtlpCollector(
     trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer
 ):
-    def __init__(self) -> None:
+    def __init__(self, tls: IssuedCertificate | None = None) -> None:
         self.port = free_port()
+        self._tls = tls
         self.spans: list[SpanRecord] = []
         self.metric_names: set[str] = set()
         self.metric_points: list[tuple[str, dict[str, Any], Any]] = []
+        self._raw_exports: list[bytes] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
-        self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        if tls is None:
+            self._server.add_insecure_port(address)
+        else:
+            pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
+            self._server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def exporter_env(self) -> dict[str, str]:
+        """The OTEL_* variables that point a service at this collector and export often."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "false" if self._tls else "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        }
 
     def start(self) -> None:
         self._server.start()
@@ -61,7 +83,16 @@ class OtlpCollector(
     def stop(self) -> None:
         self._server.stop(None)
 
+    def __enter__(self) -> OtlpCollector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._lock:
+            self._raw_exports.append(request.SerializeToString())
         if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
             self._take_spans(request)
             return trace_service_pb2.ExportTraceServiceResponse()
@@ -103,6 +134,11 @@ class OtlpCollector(
                             self.metric_points.append(
                                 (metric.name, _attributes(point.attributes), point)
                             )
+
+    def exported_bytes(self) -> bytes:
+        """Every export request received so far (spans and metrics), serialized, joined."""
+        with self._lock:
+            return b"\n".join(self._raw_exports)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self._lock:

@@ -1,7 +1,8 @@
 """A real redis-server (single node or a three-master cluster) that a test owns.
 
 Tests start their own server on a free port so they can kill and restart it to drill
-outages. Persistence is off: a restarted server comes back empty, like a lost node.
+outages. Persistence is off: a restarted server comes back empty, like a lost node. With a
+certificate it serves TLS only (`rediss://`), as a managed Redis does.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from llmmesh.testing.ports import free_port
+
+if TYPE_CHECKING:
+    from llmmesh.local_ca import IssuedCertificate
 
 CLUSTER_BUS_PORT_OFFSET = 10000
 
@@ -33,19 +38,38 @@ def _redis_binary(name: str) -> str:
 class RedisServer:
     """One redis-server process on 127.0.0.1; stop() and start() keep the same port."""
 
-    def __init__(self, port: int | None = None, *extra_args: str) -> None:
+    def __init__(
+        self, port: int | None = None, *extra_args: str, tls: IssuedCertificate | None = None
+    ) -> None:
         self.port = port or free_port()
         self._extra_args = extra_args
+        self.tls = tls
         self._workdir = pathlib.Path(tempfile.mkdtemp(prefix="llmmesh-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert_file), "--tls-key-file", str(self.tls.key_file),
+            "--tls-ca-cert-file", str(self.tls.ca_file), "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def client_options(self) -> dict[str, Any]:
+        """What a redis-py client needs to reach it (TLS verified against the test CA)."""
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file)}
 
     def start(self) -> None:
         args = [
-            _redis_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            _redis_binary("redis-server"), *self._listen_args(), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self._workdir),
             *self._extra_args,
         ]  # fmt: skip
@@ -69,7 +93,9 @@ class RedisServer:
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=0.5, **self.client_options()
+        )
         try:
             while True:
                 try:

@@ -3,28 +3,30 @@
 A lookup tries the exact key first. In semantic mode it then embeds the last user turn,
 searches only the tenant's partition of the vector index, re-reads each candidate from the
 entry store (so nothing expired or deleted is served) and serves the most similar one that
-passes verification.
+passes verification. A last user turn over the verification cap is exact-only.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
-
-import structlog
 
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh_cache.backends.base import EntryStore
-from llmmesh_cache.embedders.base import EmbedderUnavailableError
+from llmmesh_cache.cpu_pool import FairCpuPool, PoolBusyError
 from llmmesh_cache.embedders.registry import EmbedderRegistry
 from llmmesh_cache.entries import CacheEntry, TenantLimits
 from llmmesh_cache.policy import MODES, CachePolicy, TenantCachePolicy
-from llmmesh_cache.scope import scope_keys
-from llmmesh_cache.vector_index import VectorIndex
-from llmmesh_cache.verification import extract_features, verify
+from llmmesh_cache.scope import ScopeKeys, scope_keys
+from llmmesh_cache.semantic import SemanticMatcher, semantic_eligible
+from llmmesh_cache.vector_index import Neighbour, VectorIndex
 
-_log = structlog.get_logger(__name__)
+# Conversations longer than this are keyed on the worker pool: normalizing and hashing a
+# megabyte takes about 10 ms, which on the event loop would hold up every other tenant.
+INLINE_KEY_CHARS = 64 * 1024
+KEY_TIMEOUT_S = 5.0
 
 
 def wall_clock_ms() -> int:
@@ -44,6 +46,8 @@ class AnswerCache:
         index: VectorIndex,
         embedders: EmbedderRegistry,
         policy: CachePolicy,
+        semantic: SemanticMatcher,
+        cpu: FairCpuPool,
         *,
         semantic_candidates: int = 4,
         clock_ms: Callable[[], int] = wall_clock_ms,
@@ -52,6 +56,8 @@ class AnswerCache:
         self._index = index
         self._embedders = embedders
         self._policy = policy
+        self._semantic = semantic
+        self._cpu = cpu
         self._semantic_candidates = semantic_candidates
         self._clock_ms = clock_ms
 
@@ -68,6 +74,15 @@ class AnswerCache:
             raise LookupError(f"unknown tenant {tenant!r}")  # validation rejects these first
         return policy
 
+    async def _keys(self, scope: cache_pb2.CacheScope, embedder: str) -> ScopeKeys:
+        """The scope's keys; raises PoolBusyError or TimeoutError for a large scope when the
+        worker pool cannot take it in time."""
+        name = self._embedders.name(embedder)
+        if sum(len(message.content) for message in scope.messages) <= INLINE_KEY_CHARS:
+            return scope_keys(scope, name)
+        derive = functools.partial(scope_keys, scope, name)
+        return await self._cpu.run(scope.tenant, derive, timeout_s=KEY_TIMEOUT_S)
+
     async def lookup(
         self, request: cache_service_pb2.LookupRequest
     ) -> cache_service_pb2.LookupResponse:
@@ -79,13 +94,16 @@ class AnswerCache:
             _temperature_above_zero(scope.parameters) and not allow_temperature
         ):
             return cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_BYPASS)
-        keys = scope_keys(scope, self._embedders.name(policy.embedder))
+        miss = cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_MISS)
+        try:
+            keys = await self._keys(scope, policy.embedder)
+        except (PoolBusyError, TimeoutError):
+            return miss
         now_ms = self._clock_ms()
         (exact,) = await self._store.get(scope.tenant, [keys.entry_id])
         if exact is not None:
             await self._store.touch(scope.tenant, exact.entry_id, now_ms)
             return _hit(caching_pb2.CACHE_STATUS_EXACT, exact, 1.0)
-        miss = cache_service_pb2.LookupResponse(status=caching_pb2.CACHE_STATUS_MISS)
         if mode != caching_pb2.CACHE_MODE_SEMANTIC or not keys.prompt_text:
             return miss
         threshold = (
@@ -93,10 +111,8 @@ class AnswerCache:
             if request.HasField("similarity_threshold")
             else policy.similarity_threshold
         )
-        try:
-            vector = (await self._embedders.get(policy.embedder).embed([keys.prompt_text]))[0]
-        except EmbedderUnavailableError as error:
-            _log.warning("semantic lookup skipped", reason=str(error), tenant=scope.tenant)
+        vector = await self._semantic.embed(scope.tenant, policy.embedder, keys.prompt_text)
+        if vector is None:
             return miss
         neighbours = [
             neighbour
@@ -107,27 +123,28 @@ class AnswerCache:
         ]
         if not neighbours:
             return miss
-        candidates = await self._store.get(scope.tenant, [n.entry_id for n in neighbours])
-        query_features = extract_features(keys.prompt_text)
-        for neighbour, candidate in zip(neighbours, candidates, strict=True):
+        found = await self._store.get(scope.tenant, [n.entry_id for n in neighbours])
+        live: list[tuple[Neighbour, CacheEntry]] = []
+        for neighbour, candidate in zip(neighbours, found, strict=True):
             if candidate is None:
                 # Gone from the store (expired, evicted, invalidated): never served, and
                 # dropped here so this replica stops finding it.
                 self._index.remove(scope.tenant, [neighbour.entry_id])
-                continue
-            if candidate.partition != keys.partition:
-                continue
-            verdict = verify(query_features, extract_features(candidate.prompt_text))
-            if verdict.passed:
-                await self._store.touch(scope.tenant, candidate.entry_id, now_ms)
-                return _hit(caching_pb2.CACHE_STATUS_SEMANTIC, candidate, neighbour.similarity)
-            _log.debug(
-                "semantic candidate rejected",
-                failed_check=verdict.failed_check,
-                similarity=round(neighbour.similarity, 4),
-                tenant=scope.tenant,
-            )
-        return miss
+            elif candidate.partition == keys.partition:
+                live.append((neighbour, candidate))
+        if not live:
+            return miss
+        chosen = await self._semantic.choose(
+            scope.tenant,
+            policy.verifier,
+            keys.prompt_text,
+            [candidate.prompt_text for _, candidate in live],
+        )
+        if chosen is None:
+            return miss
+        neighbour, candidate = live[chosen]
+        await self._store.touch(scope.tenant, candidate.entry_id, now_ms)
+        return _hit(caching_pb2.CACHE_STATUS_SEMANTIC, candidate, neighbour.similarity)
 
     async def store(
         self, request: cache_service_pb2.StoreRequest
@@ -136,27 +153,33 @@ class AnswerCache:
         policy = self._tenant_policy(scope.tenant)
         if policy.mode == "bypass":
             return _skipped("CACHE_DISABLED")
+        if request.mode == caching_pb2.CACHE_MODE_BYPASS:
+            return _skipped("BYPASS_REQUESTED")
         allow_temperature = request.allow_nonzero_temperature or policy.allow_nonzero_temperature
         if _temperature_above_zero(scope.parameters) and not allow_temperature:
             return _skipped("TEMPERATURE_ABOVE_ZERO")
         if request.answer.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER:
             # A filtered answer is cut short by the provider: not a complete answer to reuse.
             return _skipped("CONTENT_FILTERED")
-        keys = scope_keys(scope, self._embedders.name(policy.embedder))
+        try:
+            keys = await self._keys(scope, policy.embedder)
+        except (PoolBusyError, TimeoutError):
+            return _skipped("BUSY")
+        # A prompt too long to verify is exact-only: its text is not kept for verification.
+        prompt_text = keys.prompt_text if semantic_eligible(keys.prompt_text) else ""
         vector = b""
-        if policy.mode == "semantic" and keys.prompt_text:
-            try:
-                embedder = self._embedders.get(policy.embedder)
-                vector = (await embedder.embed([keys.prompt_text]))[0].tobytes()
-            except EmbedderUnavailableError as error:
-                _log.warning("stored without embedding", reason=str(error), tenant=scope.tenant)
+        # A per-request semantic opt-in embeds too, so a later semantic lookup can find it.
+        semantic = policy.mode == "semantic" or request.mode == caching_pb2.CACHE_MODE_SEMANTIC
+        if semantic and request.mode != caching_pb2.CACHE_MODE_EXACT and keys.prompt_text:
+            embedded = await self._semantic.embed(scope.tenant, policy.embedder, keys.prompt_text)
+            vector = b"" if embedded is None else embedded.tobytes()
         now_ms = self._clock_ms()
         entry = CacheEntry(
             tenant=scope.tenant,
             entry_id=keys.entry_id,
             model=scope.model,
             partition=keys.partition,
-            prompt_text=keys.prompt_text,
+            prompt_text=prompt_text,
             answer=request.answer.SerializeToString(deterministic=True),
             vector=vector,
             expires_at_ms=now_ms + int(policy.ttl_s * 1000),

@@ -35,9 +35,17 @@ class ScopeKeys:
     prompt_text: str
 
 
+# NFKC can expand a character 18-fold (U+FDFA); longer texts are keyed with whitespace
+# folded only, so a huge message costs linear time and no multiplied memory. Such a last
+# user turn is over the verification cap anyway, so it is only ever matched exactly.
+NFKC_MAX_CHARS = 8192
+
+
 def normalize_text(text: str) -> str:
-    """Unicode NFKC with runs of whitespace folded to one space; case is kept (it can matter)."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    """Unicode NFKC (up to NFKC_MAX_CHARS) with whitespace runs folded; case is kept."""
+    if len(text) <= NFKC_MAX_CHARS:
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(text.split())
 
 
 def _canonical_float(value: float) -> str:

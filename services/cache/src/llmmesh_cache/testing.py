@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import grpc.aio
+from opentelemetry import metrics
 
 from llmmesh.cache.v1 import cache_pb2, cache_service_pb2, cache_service_pb2_grpc
 from llmmesh.common.v1 import chat_pb2
 from llmmesh.runtime.wiring import Wiring
 from llmmesh_cache.settings import CacheSettings
 from llmmesh_cache.wiring import build_servicer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 TENANTS = ("acme", "globex")
 
@@ -91,12 +95,16 @@ class CacheNode:
 
 
 async def start_cache_node(
-    redis_url: str = "", document: dict[str, Any] | None = None, **settings: Any
+    redis_url: str = "",
+    document: dict[str, Any] | None = None,
+    *,
+    meter: metrics.Meter | None = None,
+    **settings: Any,
 ) -> CacheNode:
     """Builds a cache through `build_servicer` and serves it on 127.0.0.1."""
     values: dict[str, Any] = {"embedder": "simulated", "sync_block_ms": 50, **settings}
     wiring = await build_servicer(
-        CacheSettings(redis_url=redis_url, **values), document or policy_document()
+        CacheSettings(redis_url=redis_url, **values), document or policy_document(), meter=meter
     )
     server = grpc.aio.server()
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(wiring.servicer, server)
@@ -109,6 +117,21 @@ async def start_cache_node(
         cache_service_pb2_grpc.CacheServiceStub(channel),
     )
     return CacheNode(wiring, server, channel, stub)
+
+
+def counter_total(reader: InMemoryMetricReader, name: str, **attributes: str) -> int:
+    """The sum of a counter's points whose attributes include the given ones."""
+    data = reader.get_metrics_data()
+    total = 0
+    for resource in data.resource_metrics if data else []:
+        for scope_metrics in resource.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    if attributes.items() <= dict(point.attributes or {}).items():
+                        total += int(getattr(point, "value", 0))
+    return total
 
 
 # What a fixture that starts (and later closes) cache nodes hands to a test.

@@ -48,6 +48,8 @@ def check_lookup(request: cache_service_pb2.LookupRequest, policy: CachePolicy) 
 def check_store(request: cache_service_pb2.StoreRequest, policy: CachePolicy) -> None:
     """Raises INVALID_ARGUMENT for a bad scope or an answer that is not complete."""
     violations = _scope_violations(request.scope, request.HasField("scope"), policy)
+    if request.mode not in caching_pb2.CacheMode.values():
+        violations.append(FieldViolation("mode", "not a known cache mode"))
     if not request.HasField("answer"):
         violations.append(FieldViolation("answer", "required"))
     else:

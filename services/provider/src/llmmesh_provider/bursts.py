@@ -10,6 +10,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# Items read ahead of the consumer at most: a consumer that stops (its caller stopped
+# reading) stops the reader, and with it the upstream, after this many.
+MAX_READ_AHEAD = 16
+
 
 class _Ended:
     """Put on the queue when the source is exhausted."""
@@ -22,17 +26,21 @@ class Bursts(Generic[T]):
     whole answer in one read therefore costs the consumer two wake-ups and two messages (the
     first item goes alone, so it never waits for the rest to be parsed), and a paced upstream
     is passed on item by item with nothing held back. The reader runs each pull inside
-    `pulling()`, so spans the source opens get the right parent.
+    `pulling()`, so spans the source opens get the right parent. It reads at most
+    `max_read_ahead` items ahead of the consumer, so a consumer that stops reading stops
+    the source too.
     """
 
     def __init__(
         self,
         source: AsyncGenerator[T, None],
         pulling: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+        *,
+        max_read_ahead: int = MAX_READ_AHEAD,
     ) -> None:
         self._source = source
         self._pulling = pulling
-        self._queue: asyncio.Queue[T | BaseException | _Ended] = asyncio.Queue()
+        self._queue: asyncio.Queue[T | BaseException | _Ended] = asyncio.Queue(max_read_ahead)
         self._reader: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -85,13 +93,13 @@ class Bursts(Generic[T]):
                 while True:
                     with self._pulling():
                         item = await anext(self._source)
-                    self._queue.put_nowait(item)
+                    await self._queue.put(item)
                     if first:
                         # Lets the consumer pass the first item on before the rest of a burst
                         # is read: batching must never delay the first token.
                         first = False
                         await asyncio.sleep(0)
             except StopAsyncIteration:
-                self._queue.put_nowait(_Ended())
+                await self._queue.put(_Ended())
             except Exception as error:  # noqa: BLE001 - handed over to the consumer
-                self._queue.put_nowait(error)
+                await self._queue.put(error)

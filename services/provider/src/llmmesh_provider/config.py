@@ -4,8 +4,8 @@
       instances:
         - {name: openai-primary, backend: openai, api_key_env: OPENAI_API_KEY,
            models: [gpt-4o-mini], embedding_models: [text-embedding-3-small]}
-        - {name: claude, backend: anthropic, models: [claude-sonnet-4-5],
-           default_max_tokens: 4096}
+        - {name: claude, backend: anthropic, api_key_file: /etc/llmmesh/provider-keys/anthropic,
+           models: [claude-sonnet-4-5], default_max_tokens: 4096}
         - {name: local-llama, backend: ollama, base_url: "http://127.0.0.1:11434",
            models: [llama3.2]}
         - {name: minilm, backend: local}
@@ -50,6 +50,14 @@ class _Instance(StrictModel):
 class _KeyedInstance(_Instance):
     # Name of the environment variable that holds the key; the key never enters the file.
     api_key_env: str = pydantic.Field(default="", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$")
+    # Or a file that holds the key (a mounted Secret), re-read on SIGHUP; set one of the two.
+    api_key_file: str = ""
+
+    @pydantic.model_validator(mode="after")
+    def _one_key_source(self) -> _KeyedInstance:
+        if self.api_key_file and "api_key_env" in self.model_fields_set:
+            raise ValueError("set api_key_env or api_key_file, not both")
+        return self
 
 
 class OpenAIInstance(_KeyedInstance):
@@ -142,6 +150,9 @@ InstanceConfig = Annotated[
     | LocalEmbeddingInstance,
     pydantic.Field(discriminator="backend"),
 ]
+
+# The instances that need an upstream key.
+KeyedInstanceConfig = OpenAIInstance | AnthropicInstance
 
 SIMULATED_INSTANCE_NAME = "simulated"
 

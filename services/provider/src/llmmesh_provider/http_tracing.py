@@ -18,6 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from llmmesh.runtime import semconv
+from llmmesh_provider.backends import UPSTREAM_SOCKET_OPTIONS
 
 tracer = trace.get_tracer("llmmesh.provider.http")
 
@@ -35,7 +36,9 @@ def shared_tls_context() -> ssl.SSLContext:
 class TracedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, inner: httpx2.AsyncBaseTransport | None = None) -> None:
         self._inner = inner or httpx2.AsyncHTTPTransport(
-            limits=CONNECTION_LIMITS, verify=shared_tls_context()
+            limits=CONNECTION_LIMITS,
+            verify=shared_tls_context(),
+            socket_options=UPSTREAM_SOCKET_OPTIONS,
         )
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -14,13 +15,18 @@ from llmmesh_provider.backends.simulated_backend import SimulatedBackend
 from llmmesh_provider.config import (
     AnthropicInstance,
     InstanceConfig,
+    KeyedInstanceConfig,
     LocalEmbeddingInstance,
     OllamaInstance,
     OpenAIInstance,
     ProvidersSection,
     SimulatedInstance,
 )
+from llmmesh_provider.key_files import KeyFile, KeyFileWatch
 from llmmesh_provider.upstream_errors import UpstreamTarget, missing_credentials
+
+if TYPE_CHECKING:
+    from llmmesh_provider.backends.anthropic_backend import AnthropicBackend
 
 logger = structlog.get_logger(__name__)
 
@@ -47,10 +53,15 @@ class ProviderRegistry:
     """Finds the instance and model a request names, or says precisely why it cannot."""
 
     def __init__(
-        self, instances: list[ProviderInstance], default_embedder: tuple[str, str] | None
+        self,
+        instances: list[ProviderInstance],
+        default_embedder: tuple[str, str] | None,
+        key_files: KeyFileWatch | None = None,
     ) -> None:
         self._instances = {instance.name: instance for instance in instances}
         self._default_embedder = default_embedder
+        # The instances whose keys come from files, re-read on reload.
+        self.key_files = key_files or KeyFileWatch()
 
     @property
     def instances(self) -> list[ProviderInstance]:
@@ -138,12 +149,21 @@ def _not_found(field: str, description: str, reason: str) -> RpcFailure:
 
 
 async def build_registry(section: ProvidersSection, environ: Mapping[str, str]) -> ProviderRegistry:
-    """Builds every configured instance; keys are read from `environ`, never logged."""
-    instances = [await _build_instance(config, environ) for config in section.instances]
-    return ProviderRegistry(instances, section.default_embedder())
+    """Builds every configured instance; keys are read from `environ` or files, never logged.
+
+    Raises PolicyError naming the field when a key file cannot be read.
+    """
+    key_files = KeyFileWatch()
+    instances = [
+        await _build_instance(config, f"providers.instances[{index}]", environ, key_files)
+        for index, config in enumerate(section.instances)
+    ]
+    return ProviderRegistry(instances, section.default_embedder(), key_files)
 
 
-async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) -> ProviderInstance:
+async def _build_instance(
+    config: InstanceConfig, field: str, environ: Mapping[str, str], key_files: KeyFileWatch
+) -> ProviderInstance:
     # Each backend is imported when an instance uses it: the SDKs, HTTP clients and model
     # libraries behind them cost from one to tens of MiB in every process.
     if isinstance(config, SimulatedInstance):
@@ -161,7 +181,8 @@ async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) ->
             config.name, base_url=str(config.base_url), request_timeout_s=config.request_timeout_s
         )
         return _ready(config, chat=ollama, embedder=ollama)
-    api_key = environ.get(config.api_key_env, "") if config.api_key_env else NO_KEY_PLACEHOLDER
+    key_file = KeyFile(config.api_key_file, f"{field}.api_key_file")
+    api_key = key_file.read() if config.api_key_file else _key_from_environment(config, environ)
     if not api_key:
         logger.warning(
             "provider instance has no API key; its requests will fail",
@@ -179,15 +200,27 @@ async def _build_instance(config: InstanceConfig, environ: Mapping[str, str]) ->
             request_timeout_s=config.request_timeout_s,
             embedding_dimensions=config.embedding_dimensions,
         )
+        if config.api_key_file:
+            key_files.add(config.name, key_file, openai_backend, api_key)
         return _ready(
             config,
             chat=openai_backend,
             embedder=openai_backend if config.embedding_models else None,
         )
-    return _ready(config, chat=_anthropic(config, api_key), embedder=None)
+    anthropic_backend = _anthropic(config, api_key)
+    if config.api_key_file:
+        key_files.add(config.name, key_file, anthropic_backend, api_key)
+    return _ready(config, chat=anthropic_backend, embedder=None)
 
 
-def _anthropic(config: AnthropicInstance, api_key: str) -> ChatBackend:
+def _key_from_environment(config: KeyedInstanceConfig, environ: Mapping[str, str]) -> str:
+    """The key the instance's variable holds; "" when it is unset; a placeholder for none."""
+    if not config.api_key_env:
+        return NO_KEY_PLACEHOLDER
+    return environ.get(config.api_key_env, "")
+
+
+def _anthropic(config: AnthropicInstance, api_key: str) -> AnthropicBackend:
     from llmmesh_provider.backends.anthropic_backend import AnthropicBackend
 
     return AnthropicBackend(

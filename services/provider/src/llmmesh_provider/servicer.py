@@ -115,6 +115,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
             embeddings=[provider_pb2.Embedding(values=vector) for vector in batch.vectors],
             dimensions=dimensions.pop(),
             model=batch.model,
+            backend=instance.backend,
         )
 
     async def ListModels(

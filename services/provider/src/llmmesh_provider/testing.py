@@ -57,12 +57,21 @@ async def serving(
 
 
 def instance_for(
-    fake: FakeUpstream, name: str = "upstream", *, api_key_env: str = "", **extra: Any
+    fake: FakeUpstream,
+    name: str = "upstream",
+    *,
+    api_key_env: str = "",
+    api_key_file: str = "",
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A `providers.instances` entry that points at the fake upstream."""
+    """A `providers.instances` entry that points at the fake upstream; its key comes from
+    the file when one is given, else from the variable ("" for no key)."""
     entry: dict[str, Any] = {"name": name, "backend": fake.kind, "base_url": fake.base_url}
     if fake.kind in ("openai", "anthropic"):
-        entry["api_key_env"] = api_key_env
+        if api_key_file:
+            entry["api_key_file"] = api_key_file
+        else:
+            entry["api_key_env"] = api_key_env
     return entry | extra
 
 

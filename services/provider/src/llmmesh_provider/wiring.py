@@ -19,7 +19,7 @@ async def build_servicer(settings: ProviderSettings, policy_document: dict[str, 
     Upstream outages do not make this service unhealthy (other instances still serve), so
     there are no dependency checks. Instances are built once: a changed `providers` section
     takes effect on restart, since rebuilding clients under in-flight streams is not worth
-    the risk.
+    the risk. A reload (SIGHUP) re-reads the key files, so a rotated key needs no restart.
     """
     policy = parse_provider_policy(policy_document)
     registry = await build_registry(policy.providers, os.environ)
@@ -30,4 +30,8 @@ async def build_servicer(settings: ProviderSettings, policy_document: dict[str, 
         ),
         deadline_margin_s=settings.deadline_margin_ms / 1000,
     )
-    return Wiring(servicer=servicer, closers=[registry.aclose])
+
+    def reload_key_files(_document: dict[str, Any]) -> None:
+        registry.key_files.reload()
+
+    return Wiring(servicer=servicer, closers=[registry.aclose], reloaders=[reload_key_files])

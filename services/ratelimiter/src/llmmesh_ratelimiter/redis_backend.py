@@ -30,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from llmmesh.runtime.tls import redis_tls_options
 from llmmesh_ratelimiter import keys
 from llmmesh_ratelimiter.backend import StoreCircuitOpenError
 from llmmesh_ratelimiter.limits import (
@@ -64,7 +65,7 @@ def _script_text(name: str) -> str:
 
 
 def connect_redis(
-    url: str, *, cluster: bool, timeout_s: float, max_connections: int
+    url: str, *, cluster: bool, timeout_s: float, max_connections: int, ca_file: str = ""
 ) -> RedisClient:
     """A client that waits up to `timeout_s` for each answer: the bound past which a silent
     Redis counts as unreachable (the decision timeout)."""
@@ -73,6 +74,7 @@ def connect_redis(
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), _RETRIES, supported_errors=(redis.ConnectionError,)),
         "max_connections": max_connections,
+        **redis_tls_options(url, ca_file),
     }
     if cluster:
         return RedisCluster.from_url(url, **options)

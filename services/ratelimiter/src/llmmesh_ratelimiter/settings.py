@@ -19,6 +19,8 @@ class RatelimiterSettings(ServiceSettings):
     port: int = pydantic.Field(default=50052, ge=0, le=65535)
     # Empty: limits live in this process (exact for a single replica only).
     redis_url: str = pydantic.Field(default="", validation_alias=shared("REDIS_URL"))
+    # The CA bundle a `rediss://` server's certificate must chain to (system CAs if empty).
+    redis_ca_file: str = pydantic.Field(default="", validation_alias=shared("REDIS_CA_FILE"))
     # Connect with the Redis Cluster protocol (the URL names any one node).
     redis_cluster: bool = False
     # One of them is kept for readiness probes.

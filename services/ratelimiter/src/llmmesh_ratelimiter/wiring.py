@@ -24,6 +24,7 @@ def build_backend(settings: RatelimiterSettings) -> LimiterBackend:
         cluster=settings.redis_cluster,
         timeout_s=settings.decision_timeout_s,
         max_connections=settings.redis_max_connections,
+        ca_file=settings.redis_ca_file,
     )
     return RedisBackend(client, max_in_flight=settings.redis_max_connections)
 

@@ -1,19 +1,23 @@
 """Runs a request down its model chain: retries, fallbacks and circuit breakers.
 
 Before the first token, a failure is invisible to the caller: a retryable error is retried
-on the same model with backoff (never past the deadline), then the chain moves on; a
-context-length error moves to a model with a larger window. After the first token there
-is no going back: the stream ends with STREAM_INTERRUPTED saying how much was delivered,
-so an answer is never silently truncated or spliced from two models.
+on the same model with backoff (never past the deadline, never past an opened circuit),
+then the chain moves on; an upstream timeout moves on at once; a context-length error
+moves to a model with a larger window. A failure of the mesh's own provider process is
+retried at once on another replica and never counts against the upstream's circuit.
+After the first token there is no going back: the stream ends with STREAM_INTERRUPTED
+saying how much was delivered, so an answer is never silently truncated or spliced from
+two models.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
 import grpc.aio
@@ -39,6 +43,16 @@ log = structlog.get_logger(__name__)
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 CONTEXT_LENGTH_EXCEEDED = "CONTEXT_LENGTH_EXCEEDED"
 CREDENTIALS_REJECTED = "UPSTREAM_CREDENTIALS_REJECTED"
+UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
+# What the router's provider channel reports when no provider process answered with a
+# status of its own: it crashed, was unreachable, or dropped the call while stopping.
+PROVIDER_REPLICA_REASONS = frozenset(
+    {"PROVIDER_UNAVAILABLE", "PROVIDER_CANCELLED", "PROVIDER_INTERNAL", "PROVIDER_UNKNOWN"}
+)
+# Immediate retries on another provider replica, per request, on top of the model's attempts.
+MAX_PROVIDER_REPLICA_RETRIES = 3
+# An upstream timeout with less than this left of the caller's deadline was the caller's.
+CALLER_DEADLINE_SLACK_S = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +75,8 @@ class AttemptLog:
     """What happened to each attempt, for the final error and for traces."""
 
     attempts: int = 0
+    # Calls repeated because a provider replica, not the upstream, failed.
+    replica_retries: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
     shortest_retry_after_s: float | None = None
 
@@ -108,20 +124,20 @@ class ChainRunner:
         messages: list[chat_pb2.ChatMessage],
         parameters: chat_pb2.GenerationParameters,
         deadline: Deadline,
-    ) -> AsyncIterator[GenerationEvent]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         policy = self._policy_source()
-        backoff = BackoffPolicy(
-            policy.routing.retry.backoff_base_s, policy.routing.retry.backoff_cap_s
-        )
+        retry = policy.routing.retry
+        backoff = BackoffPolicy(retry.backoff_base_s, retry.backoff_cap_s)
         attempt_log = AttemptLog()
         pending = list(chain)
         tried: set[str] = set()
         skipped: list[str] = []
-        while pending:
+        while pending and deadline.remaining_s() > 0:
             model = pending.pop(0)
             tried.add(model.name)
             breaker = self._breakers.get(model.provider, model.upstream_model)
-            for attempt in range(1, policy.routing.retry.max_attempts_per_model + 1):
+            failures = 0
+            while True:
                 if not await self._may_call(breaker):
                     skipped.append(model.name)
                     break
@@ -138,41 +154,98 @@ class ChainRunner:
                     breaker.record_success()
                     return
                 except RpcFailure as failure:
-                    if delivered:
+                    kind = classify_failure(failure, deadline)
+                    if kind is FailureKind.COUNTED or kind is FailureKind.UPSTREAM_TIMEOUT:
                         breaker.record_failure()
+                    else:
+                        # No verdict on the upstream: a later call may probe it.
+                        breaker.release_probe()
+                    if delivered:
                         raise interrupted_failure(failure, delivered) from failure
                     attempt_log.failed(model, failure)
                     if failure.reason == CONTEXT_LENGTH_EXCEEDED:
-                        breaker.release_probe()
                         # The chain's own larger models first, then the catalog's.
                         pending = [
                             m for m in pending if m.context_window > model.context_window
                         ] or larger_window_models(policy, model, tried)
                         _note(semconv.EVENT_FALLBACK, model, failure)
                         break
-                    if not _is_provider_fault(failure):
-                        breaker.release_probe()
+                    if kind is FailureKind.CALLER or kind is FailureKind.CALLER_DEADLINE:
                         raise
-                    breaker.record_failure()
-                    if (
-                        failure.code not in RETRYABLE_CODES
-                        or failure.reason == CREDENTIALS_REJECTED
-                    ):
-                        _note(semconv.EVENT_FALLBACK, model, failure)
+                    if kind is FailureKind.PROVIDER_REPLICA:
+                        if not await self._retry_on_another_replica(
+                            model, failure, attempt_log, backoff, deadline
+                        ):
+                            raise AllModelsFailed(attempt_log, skipped) from failure
+                        continue
+                    failures += 1
+                    if not await self._retry_same_model(
+                        model, breaker, failure, failures, backoff, deadline,
+                        timed_out=kind is FailureKind.UPSTREAM_TIMEOUT, last_model=not pending,
+                    ):  # fmt: skip
                         break
-                    delay_s = backoff.delay_s(attempt, self._rng, failure.retry_after_s)
-                    last_try = attempt == policy.routing.retry.max_attempts_per_model
-                    if last_try or delay_s >= deadline.remaining_s():
-                        _note(semconv.EVENT_FALLBACK, model, failure)
-                        break
-                    _note(semconv.EVENT_RETRY, model, failure, delay_s=delay_s)
-                    await asyncio.sleep(delay_s)
                 except asyncio.CancelledError:
                     breaker.release_probe()
                     raise
-            if deadline.remaining_s() <= 0:
-                break
         raise AllModelsFailed(attempt_log, skipped)
+
+    async def _retry_on_another_replica(
+        self,
+        model: CatalogModel,
+        failure: RpcFailure,
+        attempt_log: AttemptLog,
+        backoff: BackoffPolicy,
+        deadline: Deadline,
+    ) -> bool:
+        """True to call the same model again: the channel round-robins over the provider's
+        replicas, so the next call reaches another one. The first retry goes at once."""
+        attempt_log.replica_retries += 1
+        retries = attempt_log.replica_retries
+        delay_s = 0.0 if retries == 1 else backoff.delay_s(retries - 1, self._rng, None)
+        if retries > MAX_PROVIDER_REPLICA_RETRIES or delay_s >= deadline.remaining_s():
+            return False
+        _note(semconv.EVENT_RETRY, model, failure, delay_s=delay_s)
+        await asyncio.sleep(delay_s)
+        return True
+
+    async def _retry_same_model(
+        self,
+        model: CatalogModel,
+        breaker: CircuitBreaker,
+        failure: RpcFailure,
+        failures: int,
+        backoff: BackoffPolicy,
+        deadline: Deadline,
+        *,
+        timed_out: bool,
+        last_model: bool,
+    ) -> bool:
+        """Waits out the backoff and returns True to retry, or False to move down the chain.
+
+        A timeout has already cost the instance's whole timeout, so it moves on to the next
+        model at once and is retried only on the last one. Never sleeps past an opened
+        circuit: an open one (or one that opens during the wait, from this caller's
+        failures or anyone else's) sends the caller on at once.
+        """
+        retry = self._policy_source().routing.retry
+        retryable = last_model if timed_out else failure.code in RETRYABLE_CODES
+        if (
+            not retryable
+            or failure.reason == CREDENTIALS_REJECTED
+            or failures >= retry.max_attempts_per_model
+            or breaker.is_open()
+        ):
+            _note(semconv.EVENT_FALLBACK, model, failure)
+            return False
+        delay_s = backoff.delay_s(failures, self._rng, failure.retry_after_s)
+        if delay_s >= deadline.remaining_s():
+            _note(semconv.EVENT_FALLBACK, model, failure)
+            return False
+        _note(semconv.EVENT_RETRY, model, failure, delay_s=delay_s)
+        if await breaker.wait_opened(delay_s):
+            _note(semconv.EVENT_FALLBACK, model, failure)
+            return False
+        return True
 
     async def _may_call(self, breaker: CircuitBreaker) -> bool:
         if not breaker.allows_request():
@@ -263,11 +336,33 @@ def _note(name: str, model: CatalogModel, failure: RpcFailure, **extra: float) -
     observability.event(name, attributes)
 
 
-def _is_provider_fault(failure: RpcFailure) -> bool:
-    """False for errors the caller caused (bad input): those are never retried."""
+class FailureKind(enum.Enum):
+    """Whose failure it was, which decides whether the upstream's circuit hears of it."""
+
+    # The caller's request was at fault (bad input): never retried, never counted.
+    CALLER = "caller"
+    # The caller's own deadline ran out: nothing is left to retry with, nothing counted.
+    CALLER_DEADLINE = "caller_deadline"
+    # The mesh's provider process failed or could not be reached; the upstream is fine.
+    PROVIDER_REPLICA = "provider_replica"
+    # The upstream did not answer within its instance's timeout: counted, then failed over.
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    # Any other upstream failure: counted, then retried or failed over.
+    COUNTED = "counted"
+
+
+def classify_failure(failure: RpcFailure, deadline: Deadline) -> FailureKind:
     if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
-        return False
-    return bool(failure.code != grpc.StatusCode.DEADLINE_EXCEEDED)
+        return FailureKind.CALLER
+    if failure.reason in PROVIDER_REPLICA_REASONS:
+        return FailureKind.PROVIDER_REPLICA
+    if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        # The provider shortens the instance's timeout to what is left of the caller's
+        # deadline: if little is left now, that deadline was the bound, not the upstream.
+        if failure.reason == UPSTREAM_TIMEOUT and deadline.remaining_s() > CALLER_DEADLINE_SLACK_S:
+            return FailureKind.UPSTREAM_TIMEOUT
+        return FailureKind.CALLER_DEADLINE
+    return FailureKind.COUNTED
 
 
 def interrupted_failure(cause: RpcFailure, chunks: list[str]) -> RpcFailure:

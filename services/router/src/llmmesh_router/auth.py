@@ -1,4 +1,10 @@
-"""Finds the tenant behind the API key in a call's metadata."""
+"""Finds the tenant behind the API key in a call's metadata.
+
+A call carries exactly one credential: one `authorization: Bearer <key>` or one
+`x-api-key` header. Two of them (two headers, or one of each) are refused even when they
+agree, so no proxy or client library can slip in a second key that some hop reads first.
+Binary (`-bin`) headers are never credentials and are never decoded here.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,37 @@ from llmmesh.policy import Tenant, hash_api_key
 from llmmesh.runtime.errors import RpcFailure
 
 BEARER_PREFIX = "bearer "
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+HOW_TO_AUTHENTICATE = "send one 'authorization: Bearer <key>' or one 'x-api-key' header"
+
+
+def credential_headers(metadata: Sequence[tuple[str, str | bytes]]) -> list[tuple[str, str]]:
+    """Every credential header of the call, in order."""
+    return [
+        (name, value)
+        for name, value in metadata
+        if name in CREDENTIAL_HEADERS and isinstance(value, str)
+    ]
 
 
 def api_key_from_metadata(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
-    """The key from `authorization: Bearer <key>` or `x-api-key: <key>`."""
-    for name, value in metadata:
-        text = value.decode() if isinstance(value, bytes) else value
-        if name == "authorization" and text.lower().startswith(BEARER_PREFIX):
-            return text[len(BEARER_PREFIX) :].strip()
-        if name == "x-api-key":
-            return text.strip()
+    """The key from the call's one credential header; None when there is none or it holds
+    no key. Raises UNAUTHENTICATED when the call carries more than one."""
+    headers = credential_headers(metadata)
+    if len(headers) > 1:
+        names = ", ".join(name for name, _ in headers)
+        raise RpcFailure(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"more than one credential ({names}): {HOW_TO_AUTHENTICATE}",
+            reason="API_KEY_AMBIGUOUS",
+        )
+    if not headers:
+        return None
+    name, value = headers[0]
+    if name == "x-api-key":
+        return value.strip()
+    if value.lower().startswith(BEARER_PREFIX):
+        return value[len(BEARER_PREFIX) :].strip()
     return None
 
 
@@ -36,7 +63,7 @@ class ApiKeyAuthenticator:
         if not api_key:
             raise RpcFailure(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "missing API key: send 'authorization: Bearer <key>' or 'x-api-key'",
+                f"missing API key: {HOW_TO_AUTHENTICATE}",
                 reason="API_KEY_MISSING",
             )
         tenant = self._tenant_by_key_hash.get(hash_api_key(api_key))

@@ -4,11 +4,13 @@ A breaker opens after `consecutive_failures` failures in a row, or when the fail
 over the last `window` calls reaches `failure_rate` (once `min_calls` were seen). After
 `recovery_timeout_s` it lets exactly one probe through (half-open); the probe's success
 closes it, its failure opens it again. Decisions are local and take microseconds; a
-`BreakerStateStore` (Redis) can share the state with the other router replicas.
+`BreakerStateStore` (Redis) can share the state with the other router replicas. A caller
+waiting to retry can sleep on `wait_opened`, which wakes it the moment the circuit opens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import enum
@@ -59,6 +61,7 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=settings.window)
         self._probe_in_flight = False
+        self._open_waiters: set[asyncio.Future[None]] = set()
 
     @property
     def state(self) -> BreakerState:
@@ -106,6 +109,21 @@ class CircuitBreaker:
         elif self._state is BreakerState.CLOSED and self._should_open():
             self._open()
 
+    async def wait_opened(self, timeout_s: float) -> bool:
+        """Sleeps up to `timeout_s`; returns True as soon as the circuit opens meanwhile.
+
+        A retry sleeps here, so a storm of failures that opens the circuit sends every
+        sleeping caller to its fallback at once instead of after its backoff.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        self._open_waiters.add(waiter)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+        finally:
+            self._open_waiters.discard(waiter)
+            waiter.cancel()
+        return bool(done)
+
     def release_probe(self) -> None:
         """The probe ended without a verdict (cancelled): let another one through."""
         self._probe_in_flight = False
@@ -115,6 +133,7 @@ class CircuitBreaker:
         if state is BreakerState.OPEN:
             self._state = BreakerState.OPEN
             self._opened_at = self._clock() - opened_at_age_s
+            self._wake_open_waiters()
         elif state is BreakerState.CLOSED and self._state is not BreakerState.CLOSED:
             self._state = BreakerState.CLOSED
             self._consecutive_failures = 0
@@ -140,8 +159,15 @@ class CircuitBreaker:
     def _transition(self, state: BreakerState) -> None:
         previous = self._state
         self._state = state
+        if state is BreakerState.OPEN:
+            self._wake_open_waiters()
         if previous is not state and self._on_change is not None:
             self._on_change(self.key, previous, state)
+
+    def _wake_open_waiters(self) -> None:
+        for waiter in self._open_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class BreakerRegistry:

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 
 import grpc
 import grpc.aio
@@ -29,13 +29,15 @@ from llmmesh_router import observability
 from llmmesh_router.attempts import AllModelsFailed, ChainRunner, Delta, Finished, GenerationEvent
 from llmmesh_router.breaker import BreakerRegistry, ProbeClaims
 from llmmesh_router.classifiers import Classifier
-from llmmesh_router.coalescing import Coalescer
+from llmmesh_router.coalescing import Coalescer, FellBehind
 from llmmesh_router.deadline import Deadline
 from llmmesh_router.peers import Peers, peer_failure
 from llmmesh_router.policy import AUTO_MODEL, RouterPolicy
 from llmmesh_router.quota import denial_failure
 from llmmesh_router.routing import PRIORITY_NAMES, RouteDecision, choose_chain
 from llmmesh_router.settings import RouterSettings
+from llmmesh_router.settlement import Settler
+from llmmesh_router.stalls import STREAM_BUFFER_BYTES, stalled_failure
 from llmmesh_router.tokens import estimate_prompt_tokens, estimate_text_tokens
 from llmmesh_router.validation import CompletionRequest, find_violations
 
@@ -43,6 +45,8 @@ log = structlog.get_logger(__name__)
 
 Event = router_service_pb2.StreamCompleteResponse
 HIT_STATUSES = (caching_pb2.CACHE_STATUS_EXACT, caching_pb2.CACHE_STATUS_SEMANTIC)
+# Beyond the settle retry budget, time for the last attempt under way to answer.
+FLUSH_SLACK_S = 5.0
 
 
 class CompletionPipeline:
@@ -63,8 +67,14 @@ class CompletionPipeline:
         self._runner = ChainRunner(
             peers.provider, breakers, lambda: self._policy, probe_claims=probe_claims
         )
-        self._coalescer: Coalescer[GenerationEvent] = Coalescer()
+        self._coalescer: Coalescer[GenerationEvent] = Coalescer(
+            weigh=_text_bytes, max_buffered=STREAM_BUFFER_BYTES
+        )
+        self._settler = Settler(peers.ratelimiter, budget_s=settings.settle_retry_budget_s)
         self._background: set[asyncio.Task[None]] = set()
+        self._streams = 0
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
 
     def replace_policy(self, policy: RouterPolicy) -> None:
         self._policy = policy
@@ -74,12 +84,14 @@ class CompletionPipeline:
         request: CompletionRequest,
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The completion's events, measured: in-flight count, time to first text, duration."""
         started = time.monotonic()
         first_text_seen = False
         outcome: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: "chat"}
         observability.streams_in_flight.add(1)
+        self._streams += 1
+        self._no_streams.clear()
         try:
             async for event in self._events(request, tenant, context):
                 if not first_text_seen and event.HasField("delta"):
@@ -97,6 +109,9 @@ class CompletionPipeline:
         finally:
             observability.streams_in_flight.add(-1)
             observability.operation_duration_s.record(time.monotonic() - started, outcome)
+            self._streams -= 1
+            if not self._streams:
+                self._no_streams.set()
 
     async def _events(
         self,
@@ -104,7 +119,11 @@ class CompletionPipeline:
         tenant: Tenant,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[Event]:
-        violations = find_violations(request, max_prompt_bytes=self._settings.max_prompt_bytes)
+        violations = find_violations(
+            request,
+            max_prompt_bytes=self._settings.max_prompt_bytes,
+            max_list_items=self._settings.max_list_items,
+        )
         if violations:
             raise invalid_argument(violations)
         deadline = Deadline.from_context(context, self._settings.default_timeout_s)
@@ -112,12 +131,12 @@ class CompletionPipeline:
         structlog.contextvars.bind_contextvars(request_id=request_id, tenant=tenant.name)
         observability.annotate({semconv.REQUEST_ID: request_id, semconv.TENANT: tenant.name})
         parameters = self._effective_parameters(request.parameters)
-        prompt_tokens = estimate_prompt_tokens(request.messages)
+        prompt_tokens = estimate_prompt_tokens(request, len(request.messages))
         decision = await self._route(request, prompt_tokens + parameters.max_tokens, deadline)
         reserved_model = decision.chain[0].name if decision.chain else request.model
         scope = cache_pb2.CacheScope(
-            tenant=tenant.name, model=request.model, messages=request.messages,
-            parameters=parameters,
+            tenant=tenant.name, model=_cache_model(request.model, decision),
+            messages=request.messages, parameters=parameters,
         )  # fmt: skip
         # A lookup changes nothing, so it runs alongside the reservation to save a hop;
         # a denial still wins over a hit.
@@ -133,12 +152,14 @@ class CompletionPipeline:
             raise
         settlement: Awaitable[None] | None = None
         streamed_chars = 0
+        # A caller that joined another's flight cost nothing upstream.
+        started_flight = True
         try:
             hit = await lookup
             if hit is not None:
                 async for event in self._replay(hit, request_id, degraded=False):
                     yield event
-                settlement = self._settle(reservation_id, 0)
+                settlement = self._settler.settle(reservation_id, 0)
                 return
             if not decision.chain:
                 failure = RpcFailure(
@@ -150,11 +171,11 @@ class CompletionPipeline:
                 )
                 async for event in self._degraded_or_raise(failure, scope, request_id, deadline):
                     yield event
-                settlement = self._settle(reservation_id, 0)
+                settlement = self._settler.settle(reservation_id, 0)
                 return
             chain = decision.chain
 
-            def produce() -> AsyncIterator[GenerationEvent]:
+            def produce() -> AsyncGenerator[GenerationEvent, None]:
                 return self._runner.run(chain, list(request.messages), parameters, deadline)
 
             flight = (
@@ -165,6 +186,7 @@ class CompletionPipeline:
             chunks: list[str] = []
             try:
                 async for generated, started_here in flight:
+                    started_flight = started_here
                     if isinstance(generated, Delta):
                         chunks.append(generated.text)
                         streamed_chars += len(generated.text)
@@ -172,41 +194,53 @@ class CompletionPipeline:
                         continue
                     yield Event(summary=self._summary(generated, request, request_id))
                     usage = generated.summary.usage
-                    # A caller that joined another's flight cost nothing upstream.
                     used = usage.input_tokens + usage.output_tokens if started_here else 0
-                    settlement = self._settle(reservation_id, used)
+                    settlement = self._settler.settle(reservation_id, used)
                     if started_here and request.cache.mode != caching_pb2.CACHE_MODE_BYPASS:
                         self._in_background(self._store(scope, chunks, generated, request.cache))
             except AllModelsFailed as failure:
                 async for event in self._degraded_or_raise(failure, scope, request_id, deadline):
                     yield event
-                settlement = self._settle(reservation_id, 0)
+                settlement = self._settler.settle(reservation_id, 0)
+            except FellBehind as error:
+                observability.streams_stalled.add(1)
+                raise stalled_failure(len(chunks), streamed_chars) from error
         finally:
             if settlement is None:
-                # Failed or cancelled: what was streamed was paid for upstream; a request
-                # that produced nothing is released. Done in the background so a
-                # cancelled caller is not kept waiting.
+                # Failed, cancelled or stalled: what reached the router was paid for
+                # upstream; a request that produced nothing is released. Done in the
+                # background so a cancelled caller is not kept waiting.
                 if streamed_chars:
-                    used = prompt_tokens + estimate_text_tokens(streamed_chars)
-                    settlement = self._settle(reservation_id, used)
+                    used = (
+                        prompt_tokens + estimate_text_tokens(streamed_chars)
+                        if started_flight
+                        else 0
+                    )
+                    settlement = self._settler.settle(reservation_id, used)
                 else:
-                    settlement = self._release(reservation_id)
+                    settlement = self._settler.release(reservation_id)
             self._in_background(settlement)
 
     async def aclose(self) -> None:
-        """Waits for the stores and settlements still under way (on shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """On shutdown, after the server stopped: waits for the streams it cancelled to
+        finish ending, then for the stores and settlements they left, within the settle
+        retry budget, so no settlement is lost to the exit."""
+        try:
+            async with asyncio.timeout(self._settings.settle_retry_budget_s + FLUSH_SLACK_S):
+                await self._no_streams.wait()
+                while self._background:
+                    await asyncio.gather(*self._background, return_exceptions=True)
+        except TimeoutError:
+            log.warning("shutdown_flush_incomplete", pending=len(self._background))
 
     async def _route(
         self, request: CompletionRequest, needed_tokens: int, deadline: Deadline
     ) -> RouteDecision:
         policy = self._policy
         if request.model != AUTO_MODEL and policy.model(request.model) is None:
+            # The name is not echoed back: no text of a request goes into an error.
             known = ", ".join([AUTO_MODEL, *(m.name for m in policy.models)])
-            raise invalid_argument(
-                [FieldViolation("model", f"unknown model {request.model!r}; known: {known}")]
-            )
+            raise invalid_argument([FieldViolation("model", f"unknown model; known: {known}")])
         priority = PRIORITY_NAMES.get(request.priority, policy.routing.default_priority)
         complexity = (
             await self._classifier.classify(list(request.messages), deadline)
@@ -359,37 +393,14 @@ class CompletionPipeline:
         try:
             await self._peers.cache.Store(
                 cache_service_pb2.StoreRequest(
-                    scope=scope, answer=answer,
+                    scope=_answered_scope(scope, finished), answer=answer,
                     allow_nonzero_temperature=control.allow_nonzero_temperature,
+                    mode=control.mode,
                 ),
                 timeout=5.0,
             )  # fmt: skip
         except grpc.aio.AioRpcError as error:
             log.warning("cache_store_failed", code=error.code().name)
-
-    async def _settle(self, reservation_id: str, actual_tokens: int) -> None:
-        if not reservation_id:  # admitted while the limiter failed open: nothing to settle
-            return
-        try:
-            await self._peers.ratelimiter.Settle(
-                ratelimit_service_pb2.SettleRequest(
-                    reservation_id=reservation_id, actual_tokens=actual_tokens
-                ),
-                timeout=5.0,
-            )
-        except grpc.aio.AioRpcError as error:
-            # The lease expires on its own; the answer is already delivered.
-            log.warning("settle_failed", code=error.code().name)
-
-    async def _release(self, reservation_id: str) -> None:
-        if not reservation_id:
-            return
-        try:
-            await self._peers.ratelimiter.Release(
-                ratelimit_service_pb2.ReleaseRequest(reservation_id=reservation_id), timeout=5.0
-            )
-        except grpc.aio.AioRpcError as error:
-            log.warning("release_failed", code=error.code().name)
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -442,11 +453,36 @@ def _record_summary(summary: router_pb2.CompletionSummary) -> dict[str, Attribut
     return attributes
 
 
+def _text_bytes(event: GenerationEvent) -> int:
+    return len(event.text.encode()) if isinstance(event, Delta) else 0
+
+
 async def _as_own(
     events: AsyncIterator[GenerationEvent],
 ) -> AsyncIterator[tuple[GenerationEvent, bool]]:
     async for event in events:
         yield event, True
+
+
+def _cache_model(requested: str, decision: RouteDecision) -> str:
+    """The model a cache entry is kept under. For "auto" it is the model routing chose
+    ("auto:sim-large"), so two priorities or complexities never share an answer; with every
+    circuit open it is the model that would have answered, for a degraded lookup."""
+    if requested != AUTO_MODEL:
+        return requested
+    chosen = [model.name for model in decision.chain] or list(decision.skipped_for_circuit)
+    return f"{AUTO_MODEL}:{chosen[0]}" if chosen else AUTO_MODEL
+
+
+def _answered_scope(scope: cache_pb2.CacheScope, finished: Finished) -> cache_pb2.CacheScope:
+    """The scope an "auto" answer is stored under: the model that answered it, which is
+    not the chosen one when a fallback answered."""
+    if not scope.model.startswith(f"{AUTO_MODEL}:"):
+        return scope
+    stored = cache_pb2.CacheScope()
+    stored.CopyFrom(scope)
+    stored.model = f"{AUTO_MODEL}:{finished.model.name}"
+    return stored
 
 
 def _coalescable(request: CompletionRequest) -> bool:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import structlog
 from opentelemetry import metrics, trace
 from opentelemetry.util.types import AttributeValue
 
 from llmmesh.runtime import semconv
 from llmmesh_router.breaker import BreakerState
 
+log = structlog.get_logger(__name__)
 meter = metrics.get_meter("llmmesh.router")
 tracer = trace.get_tracer("llmmesh.router")
 
@@ -35,6 +37,16 @@ ratelimit_denials = meter.create_counter(
 circuit_state_changes = meter.create_counter(
     "llmmesh.circuit.state_changes", unit="{change}", description="Circuit breaker transitions"
 )
+settlements_failed = meter.create_counter(
+    "llmmesh.settlements.failed",
+    unit="{settlement}",
+    description="Settles and releases the ratelimiter did not take within the retry budget",
+)
+streams_stalled = meter.create_counter(
+    "llmmesh.streams.stalled",
+    unit="{stream}",
+    description="Streams ended because the caller stopped reading",
+)
 streams_in_flight = meter.create_up_down_counter(
     "llmmesh.streams.in_flight", unit="{stream}", description="Completions being streamed"
 )
@@ -51,6 +63,7 @@ def event(name: str, attributes: Mapping[str, AttributeValue]) -> None:
 
 def record_circuit_change(key: str, old: BreakerState, new: BreakerState) -> None:
     circuit_state_changes.add(1, {semconv.CIRCUIT: key, semconv.CIRCUIT_STATE: new.value})
+    log.warning("circuit_changed", circuit=key, previous=old.value, state=new.value)
     event(
         semconv.EVENT_CIRCUIT_CHANGE,
         {semconv.CIRCUIT: key, "from": old.value, semconv.CIRCUIT_STATE: new.value},

@@ -15,7 +15,10 @@ from llmmesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 from llmmesh.runtime.channels import open_channel
 from llmmesh.runtime.errors import RpcFailure, error_details
 from llmmesh.runtime.health import Readiness, combine, degraded, peer_readiness, unready
+from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh_router.settings import RouterSettings
+
+PROVIDER_STREAM_WINDOW_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass
@@ -27,10 +30,17 @@ class Peers:
 
     @classmethod
     def connect(cls, settings: RouterSettings) -> Peers:
+        """Channels that present the router's mesh credentials (LLMMESH_ROUTER_TLS_*, token)."""
+        credentials = MeshCredentials.from_settings(settings)
         channels = {
-            "ratelimiter": open_channel(settings.ratelimiter_address),
-            "cache": open_channel(settings.cache_address),
-            "provider": open_channel(settings.provider_address),
+            "ratelimiter": open_channel(settings.ratelimiter_address, credentials=credentials),
+            "cache": open_channel(settings.cache_address, credentials=credentials),
+            # A caller that stops reading stops the provider after one window per stream.
+            "provider": open_channel(
+                settings.provider_address,
+                credentials=credentials,
+                stream_window_bytes=PROVIDER_STREAM_WINDOW_BYTES,
+            ),
         }
         return cls(
             ratelimiter=ratelimit_service_pb2_grpc.RateLimitServiceStub(channels["ratelimiter"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
 from typing import TypeAlias
 
 import grpc.aio
@@ -11,13 +11,17 @@ from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2
 from llmmesh_router.auth import ApiKeyAuthenticator
 from llmmesh_router.completion import CompletionPipeline
 from llmmesh_router.policy import RouterPolicy
+from llmmesh_router.stalls import write_all
 
 Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 
 class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
-    def __init__(self, policy: RouterPolicy, pipeline: CompletionPipeline) -> None:
+    def __init__(
+        self, policy: RouterPolicy, pipeline: CompletionPipeline, *, stall_timeout_s: float
+    ) -> None:
         self._policy = policy
+        self._stall_timeout_s = stall_timeout_s
         self._authenticator = ApiKeyAuthenticator(policy.tenants)
         self._pipeline = pipeline
 
@@ -26,12 +30,15 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
         self._authenticator = ApiKeyAuthenticator(policy.tenants)
         self._pipeline.replace_policy(policy)
 
-    async def StreamComplete(
+    async def StreamComplete(  # type: ignore[override]  # writes instead of yielding
         self, request: router_service_pb2.StreamCompleteRequest, context: Context
-    ) -> AsyncIterator[router_service_pb2.StreamCompleteResponse]:
+    ) -> None:
         tenant = self._authenticator.authenticate(context.invocation_metadata() or ())
-        async for event in self._pipeline.stream(request, tenant, context):
-            yield event
+        # Written, not yielded, so that a write can time out when the caller stops reading;
+        # closing the pipeline at once cancels its upstream call and settles.
+        events = self._pipeline.stream(request, tenant, context)
+        async with contextlib.aclosing(events):
+            await write_all(context, events, self._stall_timeout_s)
 
     async def Complete(
         self, request: router_service_pb2.CompleteRequest, context: Context

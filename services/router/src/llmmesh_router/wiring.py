@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmmesh.policy import PolicyError
+from llmmesh.runtime.tls import redis_tls_options
 from llmmesh.runtime.wiring import Closer, Wiring
 from llmmesh_router import observability
 from llmmesh_router.breaker import BreakerRegistry, BreakerSettings
@@ -49,7 +50,7 @@ async def build_servicer(settings: RouterSettings, policy_document: dict[str, An
     pipeline = CompletionPipeline(
         policy, peers, settings, breakers, build_classifier(policy, peers), probe_claims=sync
     )
-    servicer = RouterServicer(policy, pipeline)
+    servicer = RouterServicer(policy, pipeline, stall_timeout_s=settings.stall_timeout_s)
     return Wiring(
         servicer=servicer,
         readiness_checks=[peers.readiness],
@@ -68,7 +69,10 @@ async def _shared_breakers(
 
     from llmmesh_router.breaker_sync import RedisBreakerSync
 
-    sync = RedisBreakerSync(redis.from_url(settings.redis_url), breakers, recovery_timeout_s)
+    client = redis.from_url(
+        settings.redis_url, **redis_tls_options(settings.redis_url, settings.redis_ca_file)
+    )
+    sync = RedisBreakerSync(client, breakers, recovery_timeout_s)
     await sync.start()
     breakers.add_listener(sync.publish)
     return sync

@@ -26,7 +26,7 @@ from llmmesh.cache.v1 import cache_pb2 as llmmesh_dot_cache_dot_v1_dot_cache__pb
 from llmmesh.common.v1 import caching_pb2 as llmmesh_dot_common_dot_v1_dot_caching__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$llmmesh/cache/v1/cache_service.proto\x12\x10llmmesh.cache.v1\x1a\x1cllmmesh/cache/v1/cache.proto\x1a\x1fllmmesh/common/v1/caching.proto\"\x82\x02\n\rLookupRequest\x12\x32\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.llmmesh.cache.v1.CacheScopeR\x05scope\x12\x30\n\x04mode\x18\x02 \x01(\x0e\x32\x1c.llmmesh.common.v1.CacheModeR\x04mode\x12\x36\n\x14similarity_threshold\x18\x03 \x01(\x02H\x00R\x13similarityThreshold\x88\x01\x01\x12:\n\x19\x61llow_nonzero_temperature\x18\x04 \x01(\x08R\x17\x61llowNonzeroTemperatureB\x17\n\x15_similarity_threshold\"\xbb\x01\n\x0eLookupResponse\x12\x36\n\x06status\x18\x01 \x01(\x0e\x32\x1e.llmmesh.common.v1.CacheStatusR\x06status\x12\x36\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1e.llmmesh.cache.v1.CachedAnswerR\x06\x61nswer\x12\x19\n\x08\x65ntry_id\x18\x03 \x01(\tR\x07\x65ntryId\x12\x1e\n\nsimilarity\x18\x04 \x01(\x02R\nsimilarity\"\xb6\x01\n\x0cStoreRequest\x12\x32\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.llmmesh.cache.v1.CacheScopeR\x05scope\x12\x36\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1e.llmmesh.cache.v1.CachedAnswerR\x06\x61nswer\x12:\n\x19\x61llow_nonzero_temperature\x18\x03 \x01(\x08R\x17\x61llowNonzeroTemperature\"i\n\rStoreResponse\x12\x16\n\x06stored\x18\x01 \x01(\x08R\x06stored\x12\x19\n\x08\x65ntry_id\x18\x02 \x01(\tR\x07\x65ntryId\x12%\n\x0eskipped_reason\x18\x03 \x01(\tR\rskippedReason\"\\\n\x11InvalidateRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x19\n\x08\x65ntry_id\x18\x03 \x01(\tR\x07\x65ntryId\".\n\x12InvalidateResponse\x12\x18\n\x07removed\x18\x01 \x01(\x03R\x07removed2\xfe\x01\n\x0c\x43\x61\x63heService\x12K\n\x06Lookup\x12\x1f.llmmesh.cache.v1.LookupRequest\x1a .llmmesh.cache.v1.LookupResponse\x12H\n\x05Store\x12\x1e.llmmesh.cache.v1.StoreRequest\x1a\x1f.llmmesh.cache.v1.StoreResponse\x12W\n\nInvalidate\x12#.llmmesh.cache.v1.InvalidateRequest\x1a$.llmmesh.cache.v1.InvalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$llmmesh/cache/v1/cache_service.proto\x12\x10llmmesh.cache.v1\x1a\x1cllmmesh/cache/v1/cache.proto\x1a\x1fllmmesh/common/v1/caching.proto\"\x82\x02\n\rLookupRequest\x12\x32\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.llmmesh.cache.v1.CacheScopeR\x05scope\x12\x30\n\x04mode\x18\x02 \x01(\x0e\x32\x1c.llmmesh.common.v1.CacheModeR\x04mode\x12\x36\n\x14similarity_threshold\x18\x03 \x01(\x02H\x00R\x13similarityThreshold\x88\x01\x01\x12:\n\x19\x61llow_nonzero_temperature\x18\x04 \x01(\x08R\x17\x61llowNonzeroTemperatureB\x17\n\x15_similarity_threshold\"\xbb\x01\n\x0eLookupResponse\x12\x36\n\x06status\x18\x01 \x01(\x0e\x32\x1e.llmmesh.common.v1.CacheStatusR\x06status\x12\x36\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1e.llmmesh.cache.v1.CachedAnswerR\x06\x61nswer\x12\x19\n\x08\x65ntry_id\x18\x03 \x01(\tR\x07\x65ntryId\x12\x1e\n\nsimilarity\x18\x04 \x01(\x02R\nsimilarity\"\xe8\x01\n\x0cStoreRequest\x12\x32\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.llmmesh.cache.v1.CacheScopeR\x05scope\x12\x36\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1e.llmmesh.cache.v1.CachedAnswerR\x06\x61nswer\x12:\n\x19\x61llow_nonzero_temperature\x18\x03 \x01(\x08R\x17\x61llowNonzeroTemperature\x12\x30\n\x04mode\x18\x04 \x01(\x0e\x32\x1c.llmmesh.common.v1.CacheModeR\x04mode\"i\n\rStoreResponse\x12\x16\n\x06stored\x18\x01 \x01(\x08R\x06stored\x12\x19\n\x08\x65ntry_id\x18\x02 \x01(\tR\x07\x65ntryId\x12%\n\x0eskipped_reason\x18\x03 \x01(\tR\rskippedReason\"\\\n\x11InvalidateRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x19\n\x08\x65ntry_id\x18\x03 \x01(\tR\x07\x65ntryId\".\n\x12InvalidateResponse\x12\x18\n\x07removed\x18\x01 \x01(\x03R\x07removed2\xfe\x01\n\x0c\x43\x61\x63heService\x12K\n\x06Lookup\x12\x1f.llmmesh.cache.v1.LookupRequest\x1a .llmmesh.cache.v1.LookupResponse\x12H\n\x05Store\x12\x1e.llmmesh.cache.v1.StoreRequest\x1a\x1f.llmmesh.cache.v1.StoreResponse\x12W\n\nInvalidate\x12#.llmmesh.cache.v1.InvalidateRequest\x1a$.llmmesh.cache.v1.InvalidateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,13 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPRESPONSE']._serialized_start=383
   _globals['_LOOKUPRESPONSE']._serialized_end=570
   _globals['_STOREREQUEST']._serialized_start=573
-  _globals['_STOREREQUEST']._serialized_end=755
-  _globals['_STORERESPONSE']._serialized_start=757
-  _globals['_STORERESPONSE']._serialized_end=862
-  _globals['_INVALIDATEREQUEST']._serialized_start=864
-  _globals['_INVALIDATEREQUEST']._serialized_end=956
-  _globals['_INVALIDATERESPONSE']._serialized_start=958
-  _globals['_INVALIDATERESPONSE']._serialized_end=1004
-  _globals['_CACHESERVICE']._serialized_start=1007
-  _globals['_CACHESERVICE']._serialized_end=1261
+  _globals['_STOREREQUEST']._serialized_end=805
+  _globals['_STORERESPONSE']._serialized_start=807
+  _globals['_STORERESPONSE']._serialized_end=912
+  _globals['_INVALIDATEREQUEST']._serialized_start=914
+  _globals['_INVALIDATEREQUEST']._serialized_end=1006
+  _globals['_INVALIDATERESPONSE']._serialized_start=1008
+  _globals['_INVALIDATERESPONSE']._serialized_end=1054
+  _globals['_CACHESERVICE']._serialized_start=1057
+  _globals['_CACHESERVICE']._serialized_end=1311
 # @@protoc_insertion_point(module_scope)

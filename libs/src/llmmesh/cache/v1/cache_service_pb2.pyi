@@ -101,8 +101,14 @@ class StoreRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
     ALLOW_NONZERO_TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     allow_nonzero_temperature: _builtins.bool
     """Store even though temperature is above zero."""
+    mode: _caching_pb2.CacheMode.ValueType
+    """How the entry may be matched later; unset means the tenant's policy. SEMANTIC embeds
+    the prompt even when the policy is exact (the store half of a per-request semantic
+    opt-in), EXACT stores it without an embedding, BYPASS stores nothing.
+    """
     @_builtins.property
     def scope(self) -> _cache_pb2.CacheScope:
         """Whose entry and which conversation."""
@@ -117,10 +123,11 @@ class StoreRequest(_message.Message):
         scope: _cache_pb2.CacheScope | None = ...,
         answer: _cache_pb2.CachedAnswer | None = ...,
         allow_nonzero_temperature: _builtins.bool = ...,
+        mode: _caching_pb2.CacheMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_nonzero_temperature", b"allow_nonzero_temperature", "answer", b"answer", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_nonzero_temperature", b"allow_nonzero_temperature", "answer", b"answer", "mode", b"mode", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from llmmesh.common.v1 import chat_pb2 as llmmesh_dot_common_dot_v1_dot_chat__pb
 from llmmesh.provider.v1 import provider_pb2 as llmmesh_dot_provider_dot_v1_dot_provider__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*llmmesh/provider/v1/provider_service.proto\x12\x13llmmesh.provider.v1\x1a\x1cllmmesh/common/v1/chat.proto\x1a\"llmmesh/provider/v1/provider.proto\"\xc8\x01\n\x0fGenerateRequest\x12\x1a\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12:\n\x08messages\x18\x03 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x04 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparameters\"\x95\x01\n\x10GenerateResponse\x12\x34\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1c.llmmesh.common.v1.TextDeltaH\x00R\x05\x64\x65lta\x12\x42\n\x07summary\x18\x02 \x01(\x0b\x32&.llmmesh.provider.v1.GenerationSummaryH\x00R\x07summaryB\x07\n\x05\x65vent\"X\n\x0c\x45mbedRequest\x12\x1a\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n\x06inputs\x18\x03 \x03(\tR\x06inputs\"\x85\x01\n\rEmbedResponse\x12>\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.llmmesh.provider.v1.EmbeddingR\nembeddings\x12\x1e\n\ndimensions\x18\x02 \x01(\x05R\ndimensions\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\"\x13\n\x11ListModelsRequest\"P\n\x12ListModelsResponse\x12:\n\x06models\x18\x01 \x03(\x0b\x32\".llmmesh.provider.v1.ProviderModelR\x06models2\x9b\x02\n\x0fProviderService\x12Y\n\x08Generate\x12$.llmmesh.provider.v1.GenerateRequest\x1a%.llmmesh.provider.v1.GenerateResponse0\x01\x12N\n\x05\x45mbed\x12!.llmmesh.provider.v1.EmbedRequest\x1a\".llmmesh.provider.v1.EmbedResponse\x12]\n\nListModels\x12&.llmmesh.provider.v1.ListModelsRequest\x1a\'.llmmesh.provider.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*llmmesh/provider/v1/provider_service.proto\x12\x13llmmesh.provider.v1\x1a\x1cllmmesh/common/v1/chat.proto\x1a\"llmmesh/provider/v1/provider.proto\"\xc8\x01\n\x0fGenerateRequest\x12\x1a\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12:\n\x08messages\x18\x03 \x03(\x0b\x32\x1e.llmmesh.common.v1.ChatMessageR\x08messages\x12G\n\nparameters\x18\x04 \x01(\x0b\x32\'.llmmesh.common.v1.GenerationParametersR\nparameters\"\x95\x01\n\x10GenerateResponse\x12\x34\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1c.llmmesh.common.v1.TextDeltaH\x00R\x05\x64\x65lta\x12\x42\n\x07summary\x18\x02 \x01(\x0b\x32&.llmmesh.provider.v1.GenerationSummaryH\x00R\x07summaryB\x07\n\x05\x65vent\"X\n\x0c\x45mbedRequest\x12\x1a\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n\x06inputs\x18\x03 \x03(\tR\x06inputs\"\x9f\x01\n\rEmbedResponse\x12>\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.llmmesh.provider.v1.EmbeddingR\nembeddings\x12\x1e\n\ndimensions\x18\x02 \x01(\x05R\ndimensions\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x18\n\x07\x62\x61\x63kend\x18\x04 \x01(\tR\x07\x62\x61\x63kend\"\x13\n\x11ListModelsRequest\"P\n\x12ListModelsResponse\x12:\n\x06models\x18\x01 \x03(\x0b\x32\".llmmesh.provider.v1.ProviderModelR\x06models2\x9b\x02\n\x0fProviderService\x12Y\n\x08Generate\x12$.llmmesh.provider.v1.GenerateRequest\x1a%.llmmesh.provider.v1.GenerateResponse0\x01\x12N\n\x05\x45mbed\x12!.llmmesh.provider.v1.EmbedRequest\x1a\".llmmesh.provider.v1.EmbedResponse\x12]\n\nListModels\x12&.llmmesh.provider.v1.ListModelsRequest\x1a\'.llmmesh.provider.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDREQUEST']._serialized_start=488
   _globals['_EMBEDREQUEST']._serialized_end=576
   _globals['_EMBEDRESPONSE']._serialized_start=579
-  _globals['_EMBEDRESPONSE']._serialized_end=712
-  _globals['_LISTMODELSREQUEST']._serialized_start=714
-  _globals['_LISTMODELSREQUEST']._serialized_end=733
-  _globals['_LISTMODELSRESPONSE']._serialized_start=735
-  _globals['_LISTMODELSRESPONSE']._serialized_end=815
-  _globals['_PROVIDERSERVICE']._serialized_start=818
-  _globals['_PROVIDERSERVICE']._serialized_end=1101
+  _globals['_EMBEDRESPONSE']._serialized_end=738
+  _globals['_LISTMODELSREQUEST']._serialized_start=740
+  _globals['_LISTMODELSREQUEST']._serialized_end=759
+  _globals['_LISTMODELSRESPONSE']._serialized_start=761
+  _globals['_LISTMODELSRESPONSE']._serialized_end=841
+  _globals['_PROVIDERSERVICE']._serialized_start=844
+  _globals['_PROVIDERSERVICE']._serialized_end=1127
 # @@protoc_insertion_point(module_scope)

@@ -131,10 +131,15 @@ class EmbedResponse(_message.Message):
     EMBEDDINGS_FIELD_NUMBER: _builtins.int
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
     dimensions: _builtins.int
     """Length of every vector."""
     model: _builtins.str
     """The model that embedded."""
+    backend: _builtins.str
+    """Backend kind of the instance that embedded ("openai", "ollama", "local", "simulated"),
+    so a caller can tell real embeddings from the simulated stand-in.
+    """
     @_builtins.property
     def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[_provider_pb2.Embedding]:
         """The vectors."""
@@ -145,10 +150,11 @@ class EmbedResponse(_message.Message):
         embeddings: _abc.Iterable[_provider_pb2.Embedding] | None = ...,
         dimensions: _builtins.int = ...,
         model: _builtins.str = ...,
+        backend: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "embeddings", b"embeddings", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "dimensions", b"dimensions", "embeddings", b"embeddings", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

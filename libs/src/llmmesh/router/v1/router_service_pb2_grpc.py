@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class RouterServiceStub:
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
-    the "authorization: Bearer <key>" or "x-api-key" metadata.
+    one "authorization: Bearer <key>" or one "x-api-key" metadata entry; a call that carries
+    more than one credential is refused.
     """
 
     def __init__(self, channel):
@@ -55,7 +56,8 @@ class RouterServiceStub:
 
 class RouterServiceServicer:
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
-    the "authorization: Bearer <key>" or "x-api-key" metadata.
+    one "authorization: Bearer <key>" or one "x-api-key" metadata entry; a call that carries
+    more than one credential is refused.
     """
 
     def Complete(self, request, context):
@@ -108,7 +110,8 @@ def add_RouterServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RouterService:
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
-    the "authorization: Bearer <key>" or "x-api-key" metadata.
+    one "authorization: Bearer <key>" or one "x-api-key" metadata entry; a call that carries
+    more than one credential is refused.
     """
 
     @staticmethod

@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class RouterServiceStub:
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
-    the "authorization: Bearer <key>" or "x-api-key" metadata.
+    one "authorization: Bearer <key>" or one "x-api-key" metadata entry; a call that carries
+    more than one credential is refused.
     """
 
     @_typing.overload
@@ -47,7 +48,8 @@ class RouterServiceStub:
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
-    the "authorization: Bearer <key>" or "x-api-key" metadata.
+    one "authorization: Bearer <key>" or one "x-api-key" metadata entry; a call that carries
+    more than one credential is refused.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -62,7 +64,8 @@ class RouterServiceAsyncStub(RouterServiceStub):
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """RouterService is the front door of the mesh. Callers authenticate with an API key in
-    the "authorization: Bearer <key>" or "x-api-key" metadata.
+    one "authorization: Bearer <key>" or one "x-api-key" metadata entry; a call that carries
+    more than one credential is refused.
     """
 
     @_abc_1.abstractmethod

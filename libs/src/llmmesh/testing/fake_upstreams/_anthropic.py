@@ -13,6 +13,7 @@ from llmmesh.testing.fake_upstreams._server import (
     AnswerPlan,
     FakeUpstream,
     RecordedRequest,
+    RenderedFrames,
     StreamFrames,
     json_response,
     request_id,
@@ -123,17 +124,17 @@ class FakeAnthropic(FakeUpstream):
             content_type="text/event-stream; charset=utf-8",
             headers={"request-id": request_id("req_"), "anthropic-organization-id": "org"},
             opening=self._opening(message_id, plan),
-            chunks=[
-                _event(
+            chunks=RenderedFrames(
+                plan.chunks,
+                lambda chunk: _event(
                     "content_block_delta",
                     {
                         "type": "content_block_delta",
                         "index": 0,
                         "delta": {"type": "text_delta", "text": chunk},
                     },
-                )
-                for chunk in plan.chunks
-            ],
+                ),
+            ),
             closing=self._closing(plan, reply),
             malformed=b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n',
         )

@@ -13,6 +13,7 @@ from llmmesh.testing.fake_upstreams._server import (
     AnswerPlan,
     FakeUpstream,
     RecordedRequest,
+    RenderedFrames,
     StreamFrames,
     json_response,
 )
@@ -91,7 +92,7 @@ class FakeOllama(FakeUpstream):
             content_type="application/x-ndjson",
             headers={},
             opening=[],
-            chunks=[_line(self._message(plan, chunk)) for chunk in plan.chunks],
+            chunks=RenderedFrames(plan.chunks, lambda chunk: _line(self._message(plan, chunk))),
             closing=[_line(self._final(plan))],
             malformed=b'{"model": "' + plan.model.encode() + b'", "message": {"role"\n',
         )

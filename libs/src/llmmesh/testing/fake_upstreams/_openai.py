@@ -15,6 +15,7 @@ from llmmesh.testing.fake_upstreams._server import (
     AnswerPlan,
     FakeUpstream,
     RecordedRequest,
+    RenderedFrames,
     StreamFrames,
     json_response,
     request_id,
@@ -145,7 +146,9 @@ class FakeOpenAI(FakeUpstream):
             content_type="text/event-stream; charset=utf-8",
             headers={"x-request-id": request_id("req_"), "openai-processing-ms": "12"},
             opening=[_sse(self._chunk(completion_id, plan, {"role": "assistant", "content": ""}))],
-            chunks=[_sse(self._chunk(completion_id, plan, {"content": c})) for c in plan.chunks],
+            chunks=RenderedFrames(
+                plan.chunks, lambda c: _sse(self._chunk(completion_id, plan, {"content": c}))
+            ),
             closing=self._closing(completion_id, plan, reply, include_usage),
             malformed=b'data: {"id": "' + completion_id.encode() + b'", "choices": [{"delta\n\n',
         )

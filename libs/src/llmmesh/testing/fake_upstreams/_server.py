@@ -12,7 +12,7 @@ import math
 import struct
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, overload
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -44,11 +44,34 @@ class RecordedRequest:
     completed: bool = False
     # The fake dropped the connection mid-body, as scripted.
     cut: bool = False
+    # Bytes of the streamed body written so far: what a client that stops reading let the
+    # upstream produce before back pressure stopped it.
+    bytes_sent: int = 0
     _ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event, repr=False)
 
     async def wait_ended(self, timeout_s: float = 5.0) -> None:
         """Waits until the exchange completed or the client went away."""
         await asyncio.wait_for(self._ended.wait(), timeout_s)
+
+
+class RenderedFrames(Sequence[bytes]):
+    """One frame per answer chunk, rendered when sent: a long answer costs no memory up front."""
+
+    def __init__(self, chunks: Sequence[str], render: Callable[[str], bytes]) -> None:
+        self._chunks = chunks
+        self._render = render
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return RenderedFrames(self._chunks[index], self._render)
+        return self._render(self._chunks[index])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,8 +275,14 @@ class FakeUpstream(abc.ABC):
             headers={"Content-Type": frames.content_type, **frames.headers}
         )
         await response.prepare(request)
-        for frame in frames.opening:
+
+        async def write(frame: bytes) -> None:
+            # Waits while the client's socket is full: a client that stops reading stops it.
             await response.write(frame)
+            record.bytes_sent += len(frame)
+
+        for frame in frames.opening:
+            await write(frame)
         count = len(frames.chunks)
         # Position `count` is after the last chunk; faults scripted past the answer land there.
         for position in range(count + 1):
@@ -264,18 +293,18 @@ class FakeUpstream(abc.ABC):
             if due(reply.cut_after_chunks):
                 return _cut_connection(request, record, response)
             if due(reply.malformed_after_chunks):
-                await response.write(frames.malformed)
+                await write(frames.malformed)
             if due(reply.hang_after_chunks):
                 await _pause(math.inf)
             if reply.stream_problem is not None and due(reply.stream_problem_after_chunks):
-                await response.write(self._problem_frame(reply.stream_problem))
+                await write(self._problem_frame(reply.stream_problem))
                 await response.write_eof()
                 return response
             if position < count:
                 await _pause(reply.first_token_delay_s if position == 0 else reply.token_delay_s)
-                await response.write(frames.chunks[position])
+                await write(frames.chunks[position])
         for frame in frames.closing:
-            await response.write(frame)
+            await write(frame)
         await response.write_eof()
         return response
 

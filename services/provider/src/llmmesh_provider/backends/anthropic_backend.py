@@ -20,7 +20,11 @@ from llmmesh_provider.backend import (
     TextChunk,
     Usage,
 )
-from llmmesh_provider.backends.sdk_clients import sdk_client_arguments, transport_failure
+from llmmesh_provider.backends.sdk_clients import (
+    KeyedSdkBackend,
+    sdk_client_arguments,
+    transport_failure,
+)
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
     UpstreamTarget,
@@ -43,7 +47,7 @@ _FINISH_REASONS = {
 }
 
 
-class AnthropicBackend:
+class AnthropicBackend(KeyedSdkBackend[anthropic.AsyncAnthropic]):
     """One Anthropic instance: streams Messages with the system prompt carried apart."""
 
     def __init__(
@@ -56,17 +60,19 @@ class AnthropicBackend:
         default_max_tokens: int,
     ) -> None:
         self._instance = instance
-        self._api_key = api_key
         self._default_max_tokens = default_max_tokens
-        self._client = anthropic.AsyncAnthropic(
-            **sdk_client_arguments(api_key=api_key, base_url=base_url, timeout_s=request_timeout_s)
+        super().__init__(
+            anthropic.AsyncAnthropic(
+                **sdk_client_arguments(
+                    api_key=api_key, base_url=base_url, timeout_s=request_timeout_s
+                )
+            ),
+            api_key,
         )
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         target = UpstreamTarget(self._instance, BACKEND, request.model)
+        keyed = self._keyed
         if request.sampling.response_format.kind != "text":
             raise invalid_argument(
                 [
@@ -79,7 +85,7 @@ class AnthropicBackend:
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         turns = [_turn(m) for m in request.messages if m.role != "system"]
         try:
-            stream = await self._client.messages.create(
+            stream = await keyed.client.messages.create(
                 model=request.model,
                 max_tokens=request.sampling.max_tokens or self._default_max_tokens,
                 messages=turns,
@@ -88,7 +94,9 @@ class AnthropicBackend:
                 **_sampling_arguments(request.sampling, system),
             )
         except anthropic.APIError as exc:
-            raise self._failure(target, exc, request.timeout_s, body_started=False) from None
+            raise self._failure(
+                target, exc, request.timeout_s, keyed.api_key, body_started=False
+            ) from None
         header_request_id = stream.response.headers.get("request-id", "")
         message_id = ""
         response_model = request.model
@@ -111,7 +119,9 @@ class AnthropicBackend:
                     elif event.type == "message_stop":
                         finished = True
         except anthropic.APIError as exc:
-            raise self._failure(target, exc, request.timeout_s, body_started=True) from None
+            raise self._failure(
+                target, exc, request.timeout_s, keyed.api_key, body_started=True
+            ) from None
         # Unlike the openai SDK, this one lets transport errors that happen while reading the
         # event stream escape unwrapped.
         except httpx2.TimeoutException:
@@ -132,6 +142,7 @@ class AnthropicBackend:
         target: UpstreamTarget,
         exc: anthropic.APIError,
         timeout_s: float,
+        api_key: str,
         *,
         body_started: bool,
     ) -> RpcFailure:
@@ -149,12 +160,12 @@ class AnthropicBackend:
                     code=exc.error_code,
                     message=exc.api_message or exc.message,
                 ),
-                secret=self._api_key,
+                secret=api_key,
             )
         return failure_from_http(
             target,
             UpstreamHttpError(status=500, headers={}, message=exc.message),
-            secret=self._api_key,
+            secret=api_key,
         )
 
 

@@ -19,6 +19,7 @@ from llmmesh_provider.backend import (
     TextChunk,
     Usage,
 )
+from llmmesh_provider.backends import UPSTREAM_SOCKET_OPTIONS
 from llmmesh_provider.backends.body_lines import texts_by_read
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
@@ -40,7 +41,11 @@ class OllamaBackend:
 
     def __init__(self, instance: str, *, base_url: str, request_timeout_s: float) -> None:
         self._instance = instance
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=request_timeout_s)
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=request_timeout_s,
+            transport=httpx.AsyncHTTPTransport(socket_options=UPSTREAM_SOCKET_OPTIONS),
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

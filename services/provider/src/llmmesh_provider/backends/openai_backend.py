@@ -28,7 +28,11 @@ from llmmesh_provider.backend import (
     Usage,
 )
 from llmmesh_provider.backends.body_lines import texts_by_read
-from llmmesh_provider.backends.sdk_clients import sdk_client_arguments, transport_failure
+from llmmesh_provider.backends.sdk_clients import (
+    KeyedSdkBackend,
+    sdk_client_arguments,
+    transport_failure,
+)
 from llmmesh_provider.upstream_errors import (
     UpstreamHttpError,
     UpstreamTarget,
@@ -48,7 +52,7 @@ _FINISH_REASONS = {
 }
 
 
-class OpenAIBackend:
+class OpenAIBackend(KeyedSdkBackend[openai.AsyncOpenAI]):
     """One OpenAI-compatible instance: streams chat completions and embeds."""
 
     def __init__(
@@ -61,22 +65,24 @@ class OpenAIBackend:
         embedding_dimensions: int | None = None,
     ) -> None:
         self._instance = instance
-        self._api_key = api_key
         self._embedding_dimensions = embedding_dimensions
-        self._client = openai.AsyncOpenAI(
-            **sdk_client_arguments(api_key=api_key, base_url=base_url, timeout_s=request_timeout_s)
+        super().__init__(
+            openai.AsyncOpenAI(
+                **sdk_client_arguments(
+                    api_key=api_key, base_url=base_url, timeout_s=request_timeout_s
+                )
+            ),
+            api_key,
         )
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         target = UpstreamTarget(self._instance, BACKEND, request.model)
+        keyed = self._keyed
         # The SDK builds, sends and checks the request; the SSE body is read raw, with one
         # json.loads per frame instead of a pydantic model per chunk, and the text of frames
         # that arrive in one read goes on as one chunk.
         try:
-            opened = self._client.chat.completions.with_streaming_response.create(
+            opened = keyed.client.chat.completions.with_streaming_response.create(
                 model=request.model,
                 messages=[_message(m) for m in request.messages],
                 stream=True,
@@ -86,9 +92,11 @@ class OpenAIBackend:
             )
             response = await opened.__aenter__()
         except openai.APIError as exc:
-            raise self._failure(target, exc, request.timeout_s, body_started=False) from None
+            raise self._failure(
+                target, exc, request.timeout_s, keyed.api_key, body_started=False
+            ) from None
         header_request_id = response.headers.get("x-request-id", "")
-        frames = _Frames(target, self._api_key, request.model)
+        frames = _Frames(target, keyed.api_key, request.model)
         try:
             # Read to the end of the body even after [DONE]: a response closed with bytes
             # unread (the chunked terminator) takes its connection out of the pool.
@@ -97,7 +105,9 @@ class OpenAIBackend:
         except (openai.APIError, httpx2.HTTPError) as exc:
             if isinstance(exc, httpx2.HTTPError):
                 raise stream_cut(target) from None
-            raise self._failure(target, exc, request.timeout_s, body_started=True) from None
+            raise self._failure(
+                target, exc, request.timeout_s, keyed.api_key, body_started=True
+            ) from None
         finally:
             await opened.__aexit__(None, None, None)
         if frames.finish_reason is None:
@@ -112,11 +122,12 @@ class OpenAIBackend:
 
     async def embed(self, texts: Sequence[str], model: str, timeout_s: float) -> EmbeddingBatch:
         target = UpstreamTarget(self._instance, BACKEND, model)
+        keyed = self._keyed
         extra: dict[str, Any] = {}
         if self._embedding_dimensions is not None:
             extra["dimensions"] = self._embedding_dimensions
         try:
-            response = await self._client.embeddings.create(
+            response = await keyed.client.embeddings.create(
                 model=model,
                 input=list(texts),
                 encoding_format="float",
@@ -124,7 +135,7 @@ class OpenAIBackend:
                 **extra,
             )
         except openai.APIError as exc:
-            raise self._failure(target, exc, timeout_s, body_started=False) from None
+            raise self._failure(target, exc, timeout_s, keyed.api_key, body_started=False) from None
         ordered = sorted(response.data, key=lambda item: item.index)
         if len(ordered) != len(texts):
             raise malformed(target, f"{len(ordered)} embeddings for {len(texts)} inputs")
@@ -133,7 +144,13 @@ class OpenAIBackend:
         )
 
     def _failure(
-        self, target: UpstreamTarget, exc: openai.APIError, timeout_s: float, *, body_started: bool
+        self,
+        target: UpstreamTarget,
+        exc: openai.APIError,
+        timeout_s: float,
+        api_key: str,
+        *,
+        body_started: bool,
     ) -> RpcFailure:
         transport = transport_failure(openai, target, exc, timeout_s, body_started=body_started)
         if transport is not None:
@@ -142,11 +159,11 @@ class OpenAIBackend:
             return failure_from_http(
                 target,
                 _http_error(exc.status_code, exc.response.headers, exc.body, exc.message),
-                secret=self._api_key,
+                secret=api_key,
             )
         # An error object sent inside a 200 stream: the upstream gave up part-way.
         return failure_from_http(
-            target, _http_error(500, {}, exc.body, exc.message), secret=self._api_key
+            target, _http_error(500, {}, exc.body, exc.message), secret=api_key
         )
 
 
