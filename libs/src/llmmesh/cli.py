@@ -11,12 +11,12 @@ import threading
 from typing import Annotated
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.common.v1 import caching_pb2, chat_pb2
 from llmmesh.mesh import DEFAULT_HEALTH_PORTS, DEFAULT_PORTS, SERVICES, Mesh, PortInUseError
 from llmmesh.router.v1 import router_pb2, router_service_pb2, router_service_pb2_grpc
 from llmmesh.runtime.errors import error_details
+from llmmesh.runtime.health import describe, read_health
 from llmmesh.traceview import fetch_from_jaeger, render_tree
 
 try:
@@ -177,13 +177,13 @@ def health(
     ] = (DEFAULT_HEALTH_PORTS["provider"]),
     host: Annotated[str, typer.Option(help="Host the services run on.")] = "127.0.0.1",
 ) -> None:
-    """Show each service's grpc.health.v1 status, read from its plain-text health port;
-    exit 1 unless all are SERVING."""
+    """Show each service's readiness, read from its plain-text health port, and why it is
+    degraded or not ready; exit 1 unless all are SERVING (degraded counts as serving)."""
     ports = {"router": router, "ratelimiter": ratelimiter, "cache": cache, "provider": provider}
     all_serving = True
     for service, port in ports.items():
         status = _health_status(f"{host}:{port}")
-        all_serving &= status == "SERVING"
+        all_serving &= status.startswith("SERVING")
         typer.echo(f"{service:<12} {host}:{port:<6} {status}")
         for note, meaning in HEALTH_NOTES.get(service, ()):
             if _health_status(f"{host}:{port}", note) == "NOT_SERVING":
@@ -211,14 +211,13 @@ def trace_view(
 
 
 def _health_status(address: str, service: str = "") -> str:
+    """`SERVING`, `SERVING (degraded: why)`, `NOT_SERVING (why)` or `UNREACHABLE (code)`."""
     with grpc.insecure_channel(address) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2.0
-            )
+            status, reason = read_health(channel, service)
         except grpc.RpcError as error:
             return f"UNREACHABLE ({error.code().name})"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+    return describe(status, reason)
 
 
 def _stream_chat(

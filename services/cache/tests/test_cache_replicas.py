@@ -11,9 +11,11 @@ import pytest
 from llmmesh.cache.v1 import cache_service_pb2
 from llmmesh.common.v1 import caching_pb2
 from llmmesh.runtime.errors import error_details
+from llmmesh.runtime.health import READY, degraded
 from llmmesh.testing.ports import free_port
 from llmmesh.testing.redis_server import RedisServer
 from llmmesh_cache.testing import NodeFactory, scope
+from llmmesh_cache.wiring import REDIS_DOWN
 
 SEMANTIC = caching_pb2.CACHE_STATUS_SEMANTIC
 EXACT = caching_pb2.CACHE_STATUS_EXACT
@@ -93,7 +95,7 @@ async def test_after_a_redis_restart_the_cache_is_empty_and_works_again(
             await replica_a.lookup(scope("What is the capital of France?"))
         assert outage.value.code() == grpc.StatusCode.UNAVAILABLE
         assert error_details(outage.value).reason == "CACHE_BACKEND_UNAVAILABLE"
-        assert not await replica_a.wiring.dependency_checks[0]()
+        assert await replica_a.wiring.readiness_checks[0]() == degraded(REDIS_DOWN)
         server.start()
 
         async def both_miss() -> bool:
@@ -111,7 +113,7 @@ async def test_after_a_redis_restart_the_cache_is_empty_and_works_again(
             return all(reply.status == MISS for reply in replies)
 
         await eventually(both_miss)
-        assert await replica_a.wiring.dependency_checks[0]()
+        assert await replica_a.wiring.readiness_checks[0]() == READY
         assert (await replica_a.store(scope("What is the capital of Spain?"))).stored
 
         async def b_hits_new_entry() -> bool:
@@ -123,11 +125,12 @@ async def test_after_a_redis_restart_the_cache_is_empty_and_works_again(
         server.close()
 
 
-async def test_a_replica_starts_without_redis_and_reports_it_unhealthy(
+async def test_a_replica_starts_without_redis_and_reports_itself_ready_but_degraded(
     start_node: NodeFactory,
 ) -> None:
+    # A lookup without Redis fails and the router treats it as a miss: answers still flow.
     node = await start_node(f"redis://127.0.0.1:{free_port()}/0")
-    assert not await node.wiring.dependency_checks[0]()
+    assert await node.wiring.readiness_checks[0]() == degraded(REDIS_DOWN)
     with pytest.raises(grpc.aio.AioRpcError) as outage:
         await node.lookup(scope("What is the capital of France?"))
     assert outage.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -13,7 +13,7 @@ import redis
 
 from llmmesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 from llmmesh.runtime.wiring import Wiring
-from llmmesh.testing.redis_server import RedisCluster, RedisServer
+from llmmesh.testing.redis_server import RedisCluster, RedisServer, running_redis
 from llmmesh_ratelimiter.servicer import RateLimitServicer
 from llmmesh_ratelimiter.settings import RatelimiterSettings
 from llmmesh_ratelimiter.wiring import build_servicer
@@ -96,6 +96,13 @@ def shared_redis_cluster() -> Iterator[RedisCluster]:
     cluster.start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server this test may kill and restart."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture

@@ -184,14 +184,44 @@ async def test_settle_charges_an_underestimate_into_debt_that_blocks_until_repai
     assert (await admission.reserve("acme", "m", 0, "")).allowed
 
 
-async def test_settling_twice_refunds_once(make_admission: MakeAdmission) -> None:
-    admission = make_admission([tokens(1000)])
+async def test_settling_twice_refunds_once_and_answers_as_the_first_time(
+    make_admission: MakeAdmission,
+) -> None:
+    admission = make_admission([tokens(1000), in_flight(5)])
     reserved = await admission.reserve("acme", "m", 500, "")
-    assert (await admission.settle(reserved.reservation_id, 0)).found
+    first = await admission.settle(reserved.reservation_id, 100)
+    assert (first.found, first.refunded_tokens, first.replayed) == (True, 400, False)
+    # A caller that lost the first answer repeats it, even with another count: nothing moves.
     again = await admission.settle(reserved.reservation_id, 0)
-    assert not again.found
-    assert again.refunded_tokens == 0
-    assert remaining(await admission.reserve("acme", "m", 0, ""), "tpm") == 1000
+    assert (again.found, again.refunded_tokens, again.charged_tokens) == (True, 400, 0)
+    assert again.replayed
+    after = await admission.reserve("acme", "m", 0, "")
+    assert remaining(after, "tpm") == 900
+    assert remaining(after, "in-flight") == 4
+
+
+async def test_settle_and_release_do_not_undo_each_other(make_admission: MakeAdmission) -> None:
+    admission = make_admission([tokens(1000)])
+    settled = await admission.reserve("acme", "m", 500, "")
+    await admission.settle(settled.reservation_id, 300)
+    assert not await admission.release(settled.reservation_id)
+    released = await admission.reserve("acme", "m", 200, "")
+    assert await admission.release(released.reservation_id)
+    assert not (await admission.settle(released.reservation_id, 200)).found
+    assert remaining(await admission.reserve("acme", "m", 0, ""), "tpm") == 700
+
+
+async def test_concurrent_repeats_of_one_settle_apply_it_once(
+    make_admission: MakeAdmission,
+) -> None:
+    admission = make_admission([tokens(1000), in_flight(5)])
+    reserved = await admission.reserve("acme", "m", 500, "")
+    outcomes = await asyncio.gather(
+        *(admission.settle(reserved.reservation_id, 100) for _ in range(8))
+    )
+    assert all(o.found and o.refunded_tokens == 400 for o in outcomes)
+    assert sum(not o.replayed for o in outcomes) == 1
+    assert remaining(await admission.reserve("acme", "m", 0, ""), "tpm") == 900
 
 
 async def test_settle_frees_the_concurrency_slot(make_admission: MakeAdmission) -> None:
@@ -206,7 +236,7 @@ async def test_release_gives_back_requests_tokens_and_slot(make_admission: MakeA
     admission = make_admission([requests(2), tokens(1000), in_flight(1)])
     held = await admission.reserve("acme", "m", 700, "")
     assert await admission.release(held.reservation_id)
-    assert not await admission.release(held.reservation_id)
+    assert await admission.release(held.reservation_id)  # a repeat changes nothing
     after = await admission.reserve("acme", "m", 1000, "")
     assert after.allowed
     assert remaining(after, "rpm") == 1

@@ -1,10 +1,11 @@
-"""When Redis dies or hangs, decisions follow the failure mode within the timeout, and recover."""
+"""When Redis dies or hangs, decisions follow the failure mode within the timeout, readiness
+follows the failure mode, and both recover."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -14,8 +15,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from llmmesh.ratelimit.v1 import ratelimit_pb2, ratelimit_service_pb2
 from llmmesh.runtime.errors import error_details
+from llmmesh.runtime.health import READY, Readiness, degraded, unready
 from llmmesh.testing.redis_server import RedisServer
-from llmmesh_ratelimiter.admission import BACKEND_UNAVAILABLE_LIMIT, Admission
+from llmmesh_ratelimiter.admission import (
+    BACKEND_UNAVAILABLE_LIMIT,
+    REDIS_DOWN_FAILING_CLOSED,
+    REDIS_DOWN_FAILING_OPEN,
+    Admission,
+)
 from llmmesh_ratelimiter.policy_holder import PolicyHolder
 from llmmesh_ratelimiter.rate_policy import FailureMode, load_rate_policy
 from llmmesh_ratelimiter.redis_backend import RedisBackend, connect_redis
@@ -44,21 +51,19 @@ POLICY: dict[str, Any] = {
 RESERVE = ratelimit_service_pb2.ReserveRequest(tenant="acme", model="m", estimated_tokens=10)
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis server this test may kill and restart."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
 async def wait_until_healthy(check: Any, within_s: float = 5.0) -> float:
     started = time.monotonic()
-    while not await check():
+    while await check() != READY:
         assert time.monotonic() - started < within_s, "did not recover"
         await asyncio.sleep(0.05)
     return time.monotonic() - started
+
+
+# Without Redis, failing open still serves (degraded); failing closed cannot serve at all.
+READINESS_WITHOUT_REDIS: dict[FailureMode, Readiness] = {
+    FailureMode.OPEN: degraded(REDIS_DOWN_FAILING_OPEN),
+    FailureMode.CLOSED: unready(REDIS_DOWN_FAILING_CLOSED),
+}
 
 
 @pytest.mark.parametrize("mode", [FailureMode.OPEN, FailureMode.CLOSED])
@@ -70,11 +75,11 @@ async def test_dead_redis_follows_failure_mode_in_bounded_time_then_recovers(
     )
     replica = await start_replica(settings, POLICY)
     assert replica.wiring is not None
-    healthy = replica.wiring.dependency_checks[0]
+    healthy = replica.wiring.readiness_checks[0]
     before = await replica.stub.Reserve(RESERVE)
     assert before.decision == ratelimit_pb2.DECISION_ALLOW
     assert before.reservation_id
-    assert await healthy()
+    assert await healthy() == READY
 
     own_redis.stop()
     started = time.monotonic()
@@ -88,7 +93,7 @@ async def test_dead_redis_follows_failure_mode_in_bounded_time_then_recovers(
         assert during.denied_limit == BACKEND_UNAVAILABLE_LIMIT
         assert during.retry_after_ms > 0
     started = time.monotonic()
-    assert not await healthy()
+    assert await healthy() == READINESS_WITHOUT_REDIS[mode]
     assert time.monotonic() - started < BOUND_S
     with pytest.raises(grpc.aio.AioRpcError) as settle_failure:
         await replica.stub.Settle(
@@ -151,9 +156,9 @@ async def test_hung_redis_is_decided_by_the_failure_mode_within_the_timeout_and_
         verdicts = await asyncio.gather(*(admission.reserve("acme", "m", 1, "") for _ in range(10)))
         assert time.monotonic() - started < BOUND_S
         assert all(not v.allowed and v.degraded for v in verdicts)
-        assert not await admission.backend_healthy()
+        assert await admission.readiness() == unready(REDIS_DOWN_FAILING_CLOSED)
     finally:
-        await backend.close()
+        await admission.close()
     data = reader.get_metrics_data()
     assert data is not None
     failures = [
@@ -164,5 +169,8 @@ async def test_hung_redis_is_decided_by_the_failure_mode_within_the_timeout_and_
         if metric.name == "llmmesh.ratelimit.backend_failures"
         for point in metric.data.data_points
     ]
-    by_operation = {dict(point.attributes or {})["operation"]: point.value for point in failures}
+    by_operation: dict[str, int] = {}
+    for point in failures:
+        operation = str(dict(point.attributes or {})["operation"])
+        by_operation[operation] = by_operation.get(operation, 0) + int(point.value)
     assert by_operation == {"reserve": 10, "ping": 1}

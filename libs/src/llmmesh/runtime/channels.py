@@ -1,11 +1,14 @@
-"""Client channels between services: keepalive, round-robin over every DNS address, and
+"""Client channels between services: keepalive, round-robin over every ready replica, and
 the mesh's credentials.
 
 A target such as `ratelimiter:50052` resolves through the dns resolver to all replicas
 (a headless Service in Kubernetes), and calls are spread over them round-robin; a fixed
-list of replicas is written `ipv4:10.0.0.1:50054,10.0.0.2:50054`. With the mesh's
-certificates the channel is TLS (renewed when they rotate) and presents them; with a mesh
-token every call carries it.
+list of replicas is written `ipv4:10.0.0.1:50054,10.0.0.2:50054`. Each channel watches
+every replica's readiness (grpc.health.v1, client-side health checking) and sends calls
+only to replicas that report SERVING, so a replica that drains or cannot serve under its
+failure mode stops receiving calls within moments, before it stops accepting them. With
+the mesh's certificates the channel is TLS (renewed when they rotate) and presents them;
+with a mesh token every call carries it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.runtime.client_tracing import client_tracing_interceptors
 from llmmesh.runtime.mesh_token import token_interceptors
@@ -28,11 +30,13 @@ if TYPE_CHECKING:
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-HEALTH_CHECK_TIMEOUT_S = 1.0
 INITIAL_RECONNECT_BACKOFF_MS = 200
 MAX_RECONNECT_BACKOFF_MS = 5_000
 
-_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# A replica that does not implement grpc.health.v1 counts as ready (gRFC A17).
+_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 
 
 # gRPC name schemes whose targets carry no `//`: a socket path, or a list of addresses.
@@ -110,15 +114,3 @@ SERVER_KEEPALIVE_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
     ("grpc.http2.max_ping_strikes", 0),
 ]
-
-
-async def is_serving(channel: grpc.aio.Channel, service: str = "") -> bool:
-    """True when the peer's grpc.health.v1 answers SERVING within a second."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    try:
-        response = await stub.Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=HEALTH_CHECK_TIMEOUT_S
-        )
-    except grpc.aio.AioRpcError:
-        return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

@@ -13,6 +13,7 @@ left out is counted in the ErrorInfo metadata.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
@@ -227,9 +228,21 @@ def invalid_argument(violations: Sequence[FieldViolation]) -> RpcFailure:
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], failure: RpcFailure) -> NoReturn:
-    """Ends the RPC with the failure's rich status."""
-    await context.abort_with_status(failure.to_status())
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
+    """Ends the RPC with the failure's rich status.
+
+    When the call has ended already (the caller cancelled or its deadline passed, which can
+    happen while the handler decides), nobody is left to tell: the handler ends as cancelled
+    instead of failing a second time on an ended call.
+    """
+    if not context.done():
+        try:
+            await context.abort_with_status(failure.to_status())
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # grpc's error for a call that ended while it was being aborted
+            if not context.done():
+                raise
+    raise asyncio.CancelledError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llmmesh.runtime import semconv
-from llmmesh.runtime.errors import RpcFailure
+from llmmesh.runtime.errors import RpcFailure, abort
 from llmmesh.runtime.redaction import exception_type, traceback_without_messages
 from llmmesh.runtime.request_decoding import RequestDecoder, rpc_attributes
 
@@ -90,7 +90,7 @@ async def _fail(context: Context, span: Span | None, error: Exception, method: s
                 },
             )
     _record(span, failure.code, failure.reason)
-    await context.abort_with_status(failure.to_status())
+    await abort(context, failure)
 
 
 def _record_cancelled(span: Span | None) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
 # gRPC turns SO_REUSEPORT on by default.
 NO_REUSEPORT = ("grpc.so_reuseport", 0)
@@ -88,7 +88,7 @@ def bind(
 
 
 async def start_health_listener(
-    servicer: health.aio.HealthServicer, host: str, port: int
+    servicer: health_pb2_grpc.HealthServicer, host: str, port: int
 ) -> grpc.aio.Server:
     """A plain-text server on `port` with the service's health servicer and nothing else."""
     server = grpc.aio.server(options=[NO_REUSEPORT])

@@ -1,9 +1,10 @@
 """The grpc.aio server bootstrap every service runs: health, reflection, drain, reload.
 
 Lifecycle: start serving (with the transport's credentials and caller checks, and a
-health-only listener where one is configured); probe dependencies and keep grpc.health.v1
-in step with them; on SIGHUP re-read the policy and certificates; on SIGTERM or SIGINT
-report NOT_SERVING, wait the drain delay, stop accepting, let in-flight RPCs (streams
+health-only listener where one is configured), alive at once and ready once the first
+readiness probe passes; probe readiness and keep grpc.health.v1 in step with it (see
+`llmmesh.runtime.health`); on SIGHUP re-read the policy and certificates; on SIGTERM or
+SIGINT report not ready, wait the drain delay, stop accepting, let in-flight RPCs (streams
 included) finish within the grace period, close dependencies and return, so the process
 exits 0.
 """
@@ -19,10 +20,11 @@ from typing import Any
 import grpc
 import grpc.aio
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from llmmesh.policy import PolicyError, read_policy_document
 from llmmesh.runtime.channels import SERVER_KEEPALIVE_OPTIONS
+from llmmesh.runtime.health import NOT_SERVING, SERVING, HealthReporter, evaluate
 from llmmesh.runtime.interceptors import ServerCallInterceptor
 from llmmesh.runtime.listeners import (
     NO_REUSEPORT,
@@ -39,9 +41,9 @@ from llmmesh.runtime.wiring import Wiring
 
 log = structlog.get_logger(__name__)
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-DEPENDENCY_CHECK_TIMEOUT_S = 2.0
+# Checks bound their own waits (the ratelimiter's by its decision timeout, at most 10 s);
+# this only catches one that does not.
+READINESS_CHECK_TIMEOUT_S = 12.0
 
 AddServicer = Callable[[Any, grpc.aio.Server], None]
 
@@ -71,26 +73,22 @@ class ServiceHost:
         self._settings = settings
         self._wiring = wiring
         self._add_servicer = add_servicer
-        self._health = health.aio.HealthServicer()
+        self._health = HealthReporter(service_name)
         self._stop_requested = asyncio.Event()
-        self._serving_status = NOT_SERVING
-        self._draining = False
         self.port = 0
 
     async def run(self) -> None:
         server = self._build_server()
         host = self._settings.listen_host
         self.port = bind(server, host, self._settings.port, self._transport.credentials)
-        # The health servicer starts out SERVING; nothing is, until its dependencies answer.
-        await self._health.set("", NOT_SERVING)
-        await self._health.set(self._service_name, NOT_SERVING)
+        await self._health.start()
         health_listener = None
         if self._settings.health_port:
             health_listener = await start_health_listener(
-                self._health, host, self._settings.health_port
+                self._health.servicer, host, self._settings.health_port
             )
         await server.start()
-        await self._probe_dependencies()
+        await self._probe_readiness()
         log.info(
             "serving",
             port=self.port,
@@ -102,7 +100,7 @@ class ServiceHost:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_requested.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
-        monitor = asyncio.create_task(self._monitor_dependencies())
+        monitor = asyncio.create_task(self._monitor_readiness())
         try:
             await self._stop_requested.wait()
         finally:
@@ -135,15 +133,14 @@ class ServiceHost:
             ],
         )
         self._add_servicer(self._wiring.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         if self._settings.reflection:
             enable_reflection([self._service_name, health.SERVICE_NAME], server)
         return server
 
     async def _drain(self, server: grpc.aio.Server) -> None:
-        self._draining = True
         log.info("draining", grace_period_s=self._settings.grace_period_s)
-        await self._health.enter_graceful_shutdown()
+        await self._health.drain()
         if self._settings.drain_delay_s:
             await asyncio.sleep(self._settings.drain_delay_s)
         await server.stop(self._settings.grace_period_s)
@@ -154,32 +151,18 @@ class ServiceHost:
                 log.exception("close_failed")
         log.info("stopped")
 
-    async def _monitor_dependencies(self) -> None:
+    async def _monitor_readiness(self) -> None:
         while True:
             await asyncio.sleep(self._settings.health_probe_interval_s)
-            await self._probe_dependencies()
+            await self._probe_readiness()
 
-    async def _probe_dependencies(self) -> None:
-        if self._draining:
-            return
-        healthy = True
-        for check in self._wiring.dependency_checks:
-            try:
-                healthy = await asyncio.wait_for(check(), DEPENDENCY_CHECK_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - a check that fails means unhealthy
-                healthy = False
-            if not healthy:
-                break
+    async def _probe_readiness(self) -> None:
+        readiness = await evaluate(self._wiring.readiness_checks, READINESS_CHECK_TIMEOUT_S)
         for note, holds in self._wiring.health_notes.items():
-            await self._health.set(
+            await self._health.servicer.set(
                 f"{self._service_name}/{note}", SERVING if holds() else NOT_SERVING
             )
-        status = SERVING if healthy else NOT_SERVING
-        if status != self._serving_status:
-            log.info("health_changed", serving=healthy)
-            self._serving_status = status
-            await self._health.set("", status)
-            await self._health.set(self._service_name, status)
+        await self._health.report(readiness)
 
     def _reload(self) -> None:
         check_all_now()  # certificates and tokens

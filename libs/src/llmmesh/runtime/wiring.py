@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-DependencyCheck = Callable[[], Awaitable[bool]]
+from llmmesh.runtime.health import ReadinessCheck
+
 Closer = Callable[[], Awaitable[None]]
 PolicyReloader = Callable[[dict[str, Any]], None]
 
@@ -16,8 +17,9 @@ class Wiring:
     """A built servicer plus what the bootstrap must watch, reload and close for it."""
 
     servicer: Any
-    # Each returns True while the dependency (Redis, a peer) answers; health follows them.
-    dependency_checks: list[DependencyCheck] = dataclasses.field(default_factory=list)
+    # Each says whether the service can serve under its failure modes given one dependency
+    # (Redis, a peer): ready, ready but degraded, or not ready; readiness follows them all.
+    readiness_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
     # Run after the server stopped, in order.
     closers: list[Closer] = dataclasses.field(default_factory=list)
     # Receive a freshly read policy document on SIGHUP.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 
 from llmmesh.policy import PolicyError
 from llmmesh.runtime.channels import open_channel
+from llmmesh.runtime.health import READY, Readiness, degraded
 from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh.runtime.tls import redis_tls_options
 from llmmesh.runtime.wiring import Wiring
@@ -43,6 +45,9 @@ from llmmesh_cache.verification.features import FeatureCache
 
 REDIS_RETRIES = 2
 GIL_SWITCH_INTERVAL_S = 0.0005
+# A lookup that cannot reach Redis fails, and the router treats it as a miss: answers cost
+# an upstream call, requests still succeed. So the cache stays ready, degraded.
+REDIS_DOWN = "redis unreachable, no cached answers"
 
 
 def embedder_registry(settings: CacheSettings) -> EmbedderRegistry:
@@ -143,7 +148,7 @@ async def build_servicer(
     *,
     meter: metrics.Meter | None = None,
 ) -> Wiring:
-    """The servicer, with Redis health as its dependency check when Redis is configured.
+    """The servicer; with Redis configured, readiness reports it degraded while Redis is down.
 
     `meter` replaces the global one (tests read the cache's counters through it).
     """
@@ -214,8 +219,16 @@ async def build_servicer(
         await asyncio.gather(*background, return_exceptions=True)
         pool.close()
 
+    async def readiness() -> Readiness:
+        # Bounded here: a hung Redis must read as degraded, not as a check that never answers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.redis_timeout_s):
+                if await store.ping():
+                    return READY
+        return degraded(REDIS_DOWN)
+
     wiring.servicer = servicer
-    wiring.dependency_checks.append(store.ping)
+    wiring.readiness_checks.append(readiness)
     wiring.closers.extend([stop_background, store.close, embedders.close, judges.close])
     wiring.reloaders.append(check_policy)
     wiring.health_notes[HEALTH_NOTE] = lambda: embedder_check.real

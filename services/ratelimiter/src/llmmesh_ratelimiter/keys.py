@@ -54,6 +54,17 @@ def new_reservation_id(tag: str, tenant: str, request_id: str) -> str:
     return f"{tag}/{token}"
 
 
+def new_attempt_id() -> str:
+    """Names one try at a decision."""
+    return uuid.uuid4().hex
+
+
+def abandoned_key(record: str, attempt: str) -> str:
+    """The marker that forbids a given-up try from taking anything if it reaches Redis late;
+    beside the record, in the same hash slot."""
+    return f"{record}:abandoned:{attempt}"
+
+
 def record_key(reservation_id: str) -> str | None:
     """The key of a reservation's record, or None when the id is not one of ours."""
     tag, separator, token = reservation_id.partition("/")

@@ -49,6 +49,9 @@ class ReservationPlan:
     checks: tuple[LimitCheck, ...]
     estimated_tokens: int
     lease_ttl_ms: int
+    # Names this one try at the decision (a repeated Reserve of one request is another try),
+    # so a try that was given up can be undone without touching any other.
+    attempt: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,8 @@ class SettleOutcome:
     found: bool
     refunded_tokens: int = 0
     charged_tokens: int = 0
+    # True when this repeats a settle that already happened: nothing changed this time.
+    replayed: bool = False
 
 
 NOT_FOUND = SettleOutcome(found=False)

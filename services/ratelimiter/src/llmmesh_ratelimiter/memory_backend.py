@@ -49,7 +49,11 @@ class _Record:
     taken: tuple[_Taken, ...]
     estimated_tokens: int
     expires_ms: int
+    attempt: str
     held: bool = True
+    # How it was finished ("settle" or "release") and the tokens it settled, for repeats.
+    finished_by: str = ""
+    settled_tokens: int = 0
 
 
 def _ms_to_refill(missing: float, capacity: int, window_ms: int) -> int:
@@ -93,7 +97,7 @@ class MemoryBackend:
                     )
             expires_ms = now_ms + plan.lease_ttl_ms
             self._records[plan.reservation_id] = _Record(
-                tuple(taken), plan.estimated_tokens, expires_ms
+                tuple(taken), plan.estimated_tokens, expires_ms, plan.attempt
             )
             heapq.heappush(self._record_expiries, (expires_ms, plan.reservation_id))
         states = tuple(
@@ -103,17 +107,26 @@ class MemoryBackend:
         return ReserveOutcome(allowed=replayed or not denied, states=states, replayed=replayed)
 
     async def settle(self, reservation_id: str, actual_tokens: int) -> SettleOutcome:
-        record = self._finish(reservation_id, actual_tokens, release=False)
+        record, repeated = self._finish(reservation_id, "settle", actual_tokens)
         if record is None:
             return NOT_FOUND
         return SettleOutcome(
             found=True,
-            refunded_tokens=max(record.estimated_tokens - actual_tokens, 0),
-            charged_tokens=max(actual_tokens - record.estimated_tokens, 0),
+            refunded_tokens=max(record.estimated_tokens - record.settled_tokens, 0),
+            charged_tokens=max(record.settled_tokens - record.estimated_tokens, 0),
+            replayed=repeated,
         )
 
     async def release(self, reservation_id: str) -> bool:
-        return self._finish(reservation_id, 0, release=True) is not None
+        record, _ = self._finish(reservation_id, "release", 0)
+        return record is not None
+
+    async def abandon(self, plan: ReservationPlan) -> None:
+        # Each operation here runs without an await inside, so an abandoned reservation
+        # either took effect before it was given up or never will: only the first needs undoing.
+        record = self._records.get(plan.reservation_id)
+        if record is not None and record.held and record.attempt == plan.attempt:
+            self._finish(plan.reservation_id, "release", 0)
 
     async def ping(self) -> bool:
         return True
@@ -121,23 +134,33 @@ class MemoryBackend:
     async def close(self) -> None:
         return None
 
-    def _finish(self, reservation_id: str, actual_tokens: int, *, release: bool) -> _Record | None:
+    def _finish(
+        self, reservation_id: str, mode: str, actual_tokens: int
+    ) -> tuple[_Record | None, bool]:
+        """The finished record (None when unknown, expired or finished the other way) and
+        whether this was a repeat that changed nothing."""
         now_ms = self._clock_ms()
         self._forget_expired_records(now_ms)
         record = self._records.get(reservation_id)
-        if record is None or not record.held:
-            return None
+        if record is None:
+            return None, False
+        if not record.held:
+            return (record, True) if record.finished_by == mode else (None, False)
+        release = mode == "release"
+        used = 0 if release else actual_tokens
         for taken in record.taken:
             if taken.kind is LimitKind.CONCURRENCY:
                 self._leases.get(taken.key, {}).pop(reservation_id, None)
             elif taken.kind is LimitKind.TOKENS:
-                used = 0 if release else actual_tokens
                 self._adjust_bucket(taken, taken.amount - used, now_ms)
             elif release:
                 self._adjust_bucket(taken, taken.amount, now_ms)
-        # Kept until its lease would have ended, so a repeated Reserve still replays.
+        # Kept until its lease would have ended, so a repeated Reserve still replays and a
+        # repeated settle or release answers as the first did.
         record.held = False
-        return record
+        record.finished_by = mode
+        record.settled_tokens = used
+        return record, False
 
     def _level(self, check: LimitCheck, now_ms: int) -> float:
         if _is_lease(check):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeAlias
 
 import grpc
@@ -14,6 +15,7 @@ from llmmesh_ratelimiter import validation
 from llmmesh_ratelimiter.admission import (
     Admission,
     BackendUnavailableError,
+    DecisionPastDeadlineError,
     UnknownTenantError,
     Verdict,
 )
@@ -44,6 +46,13 @@ def _store_unavailable(operation: str) -> RpcFailure:
     )
 
 
+_PAST_DEADLINE = RpcFailure(
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    "the deadline passed before the ratelimit store answered; nothing was reserved",
+    reason="RATELIMIT_DECISION_PAST_DEADLINE",
+)
+
+
 class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
     """Reserve, Settle and Release; a denial is a normal DECISION_DENY answer, not an error."""
 
@@ -68,6 +77,12 @@ class RateLimitServicer(ratelimit_service_pb2_grpc.RateLimitServiceServicer):
         except UnknownTenantError:
             unknown = FieldViolation("tenant", "no tenant of this name in the policy")
             await abort(context, invalid_argument([unknown]))
+        except DecisionPastDeadlineError:
+            await abort(context, _PAST_DEADLINE)
+        if context.done():
+            # The caller left (or its deadline passed) as the verdict came: it never reads it.
+            self._admission.give_up(verdict)
+            raise asyncio.CancelledError
         return _reserve_response(verdict)
 
     @override

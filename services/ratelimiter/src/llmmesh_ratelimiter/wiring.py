@@ -32,8 +32,9 @@ def build_backend(settings: RatelimiterSettings) -> LimiterBackend:
 async def build_servicer(settings: RatelimiterSettings, policy_document: dict[str, Any]) -> Wiring:
     """The servicer over a validated policy; a bad policy raises PolicyError naming the field.
 
-    No connection is made here: the first decision or health probe connects, so the service
-    starts (and reports NOT_SERVING) even while Redis is still down.
+    No connection is made here: the first decision or readiness probe connects, so the
+    service starts even while Redis is still down (and reports itself not ready when failing
+    closed, ready but degraded when failing open).
     """
     policy = PolicyHolder(load_rate_policy(policy_document))
     backend = build_backend(settings)
@@ -46,7 +47,7 @@ async def build_servicer(settings: RatelimiterSettings, policy_document: dict[st
     )
     return Wiring(
         servicer=RateLimitServicer(admission),
-        dependency_checks=[admission.backend_healthy],
-        closers=[backend.close],
+        readiness_checks=[admission.readiness],
+        closers=[admission.close],
         reloaders=[policy.reload],
     )

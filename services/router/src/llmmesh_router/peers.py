@@ -1,7 +1,9 @@
-"""Channels and stubs to the three services the router calls."""
+"""Channels and stubs to the three services the router calls, and what their readiness
+means for the router's own."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import grpc
@@ -10,8 +12,9 @@ import grpc.aio
 from llmmesh.cache.v1 import cache_service_pb2_grpc
 from llmmesh.provider.v1 import provider_service_pb2_grpc
 from llmmesh.ratelimit.v1 import ratelimit_service_pb2_grpc
-from llmmesh.runtime.channels import is_serving, open_channel
+from llmmesh.runtime.channels import open_channel
 from llmmesh.runtime.errors import RpcFailure, error_details
+from llmmesh.runtime.health import Readiness, combine, degraded, peer_readiness, unready
 from llmmesh.runtime.mesh_security import MeshCredentials
 from llmmesh_router.settings import RouterSettings
 
@@ -46,16 +49,41 @@ class Peers:
             channels=channels,
         )
 
-    async def all_serving(self) -> bool:
-        """The router serves only while every peer it needs reports SERVING."""
-        for channel in self.channels.values():
-            if not await is_serving(channel):
-                return False
-        return True
+    async def readiness(self) -> Readiness:
+        """Ready while the router can serve some request.
+
+        Every request needs an admission from the ratelimiter and, unless the cache holds
+        its answer, the provider: with no ready replica of either, requests fail, so the
+        router is not ready. A ratelimiter that fails open is ready (degraded), so is the
+        router. The cache is optional: without it every request is a miss, which costs money
+        and not correctness, so a cache outage leaves the router ready, degraded.
+        """
+        ratelimiter, provider, cache = await asyncio.gather(
+            *(peer_readiness(self.channels[name]) for name in ("ratelimiter", "provider", "cache"))
+        )
+        return combine(
+            [
+                _needed("ratelimiter", ratelimiter),
+                _needed("provider", provider),
+                _optional("cache", cache),
+            ]
+        )
 
     async def close(self) -> None:
         for channel in self.channels.values():
             await channel.close()
+
+
+def _needed(peer: str, readiness: Readiness) -> Readiness:
+    if not readiness.ready:
+        return unready(f"{peer} not ready ({readiness.reason})")
+    return degraded(f"{peer}: {readiness.reason}") if readiness.reason else readiness
+
+
+def _optional(peer: str, readiness: Readiness) -> Readiness:
+    if not readiness.ready:
+        return degraded(f"{peer} not ready ({readiness.reason}), serving without it")
+    return degraded(f"{peer}: {readiness.reason}") if readiness.reason else readiness
 
 
 def peer_failure(peer: str, error: grpc.aio.AioRpcError) -> RpcFailure:

@@ -60,7 +60,7 @@ async def build_servicer(settings: RouterSettings, policy_document: dict[str, An
     )
     return Wiring(
         servicer=servicer,
-        dependency_checks=[peers.all_serving],
+        readiness_checks=[peers.readiness],
         closers=[pipeline.aclose, peers.close, *closers],
         reloaders=[lambda document: servicer.replace_policy(load_router_policy(document))],
     )

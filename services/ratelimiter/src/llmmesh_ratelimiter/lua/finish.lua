@@ -1,26 +1,48 @@
--- Settles or releases a held reservation: corrects token buckets, frees the lease.
+-- Finishes a held reservation: settles it (corrects token buckets, frees the lease), releases
+-- it (gives everything back), or abandons one attempt at it: releases it only if that attempt
+-- took it and, when nothing is there yet, marks the attempt so it takes nothing if its script
+-- reaches Redis later.
 --
--- KEYS[1]    the reservation record; KEYS[1 + i] the key of the record's entry i.
--- ARGV       the record as the caller read it, actual_tokens, mode ("settle" or "release"),
---            reservation_id.
--- Returns {found, estimated_tokens}. The record must still be exactly what the caller read
--- and still held, so a settle races neither a second settle nor an expiry.
--- Settling charges tokens beyond the estimate even when that drives a bucket below zero:
--- the debt is real usage and is repaid by refill before the next request fits.
+-- KEYS[1]    the reservation record; KEYS[1 + i] the key of the record's entry i; in abandon
+--            mode the last key is the marker of the abandoned attempt.
+-- ARGV       the record as the caller read it ('' when there was none), actual_tokens, mode
+--            ("settle", "release" or "abandon"), reservation_id, attempt, marker_ttl_ms.
+-- Returns {code, estimated_tokens, actual_tokens}: 1 finished now; 2 finished before in the
+-- same mode, so this repeat changes nothing and answers as the first did; 0 nothing to
+-- finish (unknown, expired, finished in another mode, or held by another attempt); 3 the
+-- record changed since the caller read it (the caller reads it again).
+-- The record must still be exactly what the caller read, so a finish races neither a second
+-- finish nor an expiry. Settling charges tokens beyond the estimate even when that drives a
+-- bucket below zero: the debt is real usage and is repaid by refill before the next request fits.
 
+local mode = ARGV[3]
 local raw = redis.call('GET', KEYS[1])
-if not raw or raw ~= ARGV[1] then
-  return {0, 0}
+if not raw then
+  if mode == 'abandon' then
+    redis.call('SET', KEYS[#KEYS], '1', 'PX', ARGV[6])
+    return {1, 0, 0}
+  end
+  return {0, 0, 0}
 end
 local record = cjson.decode(raw)
 if record.s ~= 'held' then
-  return {0, 0}
+  if record.m == mode then
+    return {2, record.e, record.u}
+  end
+  return {0, 0, 0}
+end
+if raw ~= ARGV[1] then
+  return {3, 0, 0}
+end
+if mode == 'abandon' and record.a ~= ARGV[5] then
+  -- Another attempt holds it; a late arrival of this one replays and takes nothing.
+  return {0, 0, 0}
 end
 
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local actual_tokens = tonumber(ARGV[2])
-local release = ARGV[3] == 'release'
+local release = mode ~= 'settle'
+local actual_tokens = release and 0 or tonumber(ARGV[2])
 local reservation_id = ARGV[4]
 
 local function adjust_bucket(key, capacity, window_ms, delta)
@@ -39,18 +61,20 @@ local function adjust_bucket(key, capacity, window_ms, delta)
   redis.call('PEXPIRE', key, refill_ms + 1000)
 end
 
+-- cjson writes an empty Lua table as an object, so a record that took nothing has {}.
 for i, entry in ipairs(record.t) do
   local key = KEYS[i + 1]
   if entry.kind == 'concurrency' then
     redis.call('ZREM', key, reservation_id)
   elseif entry.kind == 'tokens' then
-    local used = release and 0 or actual_tokens
-    adjust_bucket(key, entry.c, entry.w, entry.n - used)
+    adjust_bucket(key, entry.c, entry.w, entry.n - actual_tokens)
   elseif release then
     adjust_bucket(key, entry.c, entry.w, entry.n)
   end
 end
 
 record.s = 'done'
+record.m = mode
+record.u = actual_tokens
 redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
-return {1, record.e}
+return {1, record.e, actual_tokens}

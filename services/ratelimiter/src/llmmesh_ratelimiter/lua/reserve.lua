@@ -1,21 +1,28 @@
 -- Decides on one request against every limit that applies to it, all or nothing.
 --
--- KEYS[1]    the reservation record; KEYS[1 + i] the key of check i.
--- ARGV[1..3] lease_ttl_ms, estimated_tokens, reservation_id;
+-- KEYS[1]    the reservation record; KEYS[2] the marker of this attempt given up;
+-- KEYS[2 + i] the key of check i.
+-- ARGV[1..4] lease_ttl_ms, estimated_tokens, reservation_id, attempt;
 -- then five values per check: kind, capacity, window_ms, cost, shadow ("1" or "0").
 -- Returns {allowed, replayed, then per check: remaining, reset_after_ms, exceeded,
--- retry_after_ms}. Requests and tokens limits are token buckets stored as a hash
+-- retry_after_ms}, or {2, 0} alone when this attempt was given up before it arrived: it
+-- then takes nothing. Requests and tokens limits are token buckets stored as a hash
 -- {level, ts_ms} that refill continuously at capacity / window_ms; a concurrency limit is a
 -- sorted set of reservation ids scored by the expiry of their lease.
 --
 -- Time comes from this Redis server's TIME, never from the calling replica, so every
 -- replica shares one clock for the keys of a decision.
 
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {2, 0}
+end
+
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local lease_ttl_ms = tonumber(ARGV[1])
 local estimated_tokens = tonumber(ARGV[2])
 local reservation_id = ARGV[3]
+local attempt = ARGV[4]
 local record_key = KEYS[1]
 local replayed = redis.call('EXISTS', record_key) == 1
 
@@ -38,10 +45,10 @@ end
 
 local checks = {}
 local denied = false
-for i = 1, #KEYS - 1 do
-  local base = 3 + (i - 1) * 5
+for i = 1, #KEYS - 2 do
+  local base = 4 + (i - 1) * 5
   local check = {
-    key = KEYS[i + 1],
+    key = KEYS[i + 2],
     kind = ARGV[base + 1],
     capacity = tonumber(ARGV[base + 2]),
     window_ms = tonumber(ARGV[base + 3]),
@@ -84,7 +91,7 @@ if not denied and not replayed then
                            w = check.window_ms, n = check.cost}
     end
   end
-  local record = cjson.encode({s = 'held', e = estimated_tokens, t = taken})
+  local record = cjson.encode({s = 'held', e = estimated_tokens, t = taken, a = attempt})
   redis.call('SET', record_key, record, 'PX', lease_ttl_ms)
 end
 
