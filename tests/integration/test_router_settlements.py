@@ -101,7 +101,9 @@ async def test_a_settlement_gives_up_at_the_end_of_its_budget(
     await ratelimiter.stop()
     started = time.monotonic()
     await Settler(stub, budget_s=1.0).settle(reservation, 5)
-    assert 0.5 <= time.monotonic() - started < 3.0
+    # It gives up by the end of the budget: as soon as the next jittered backoff would
+    # outlast what is left, which (jitter being random) may come well before the end.
+    assert time.monotonic() - started < 3.0
 
 
 async def test_a_settlement_the_ratelimiter_refused_is_not_retried(
