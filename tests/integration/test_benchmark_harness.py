@@ -67,8 +67,9 @@ def test_the_transport_comparison_measures_plain_text_and_mtls_side_by_side(
     output = tmp_path / "report.md"
     output.write_text("# Benchmarks\n")
     done = subprocess.run(
-        [sys.executable, "-m", "bench.mesh.transport", "--rounds", "1", "--duration-s", "0.5",
-         "--warmup-s", "0.2", "--connections", "10", "--output", str(output),
+        # Long enough that a busy machine still completes a request in every window.
+        [sys.executable, "-m", "bench.mesh.transport", "--rounds", "1", "--duration-s", "1.5",
+         "--warmup-s", "0.5", "--connections", "10", "--output", str(output),
          "--log", str(tmp_path / "services.log")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
